@@ -664,7 +664,12 @@ impl Router {
     /// Resolves a name to a route by longest-suffix match: the exact name,
     /// then `*.parent` aggregates from the most specific up.
     pub fn resolve(&self, name: &ServiceName) -> Option<(ServiceName, Best)> {
-        name.lookup_keys().find_map(|key| {
+        if let Some((k, paths)) = self.table.map.get_key_value(name) {
+            if let Some(b) = crate::table::best_of(paths) {
+                return Some((k.clone(), self.best_view(&b)));
+            }
+        }
+        name.lookup_keys().skip(1).find_map(|key| {
             let (k, paths) = self.table.map.get_key_value(key.as_str())?;
             crate::table::best_of(paths).map(|b| (k.clone(), self.best_view(&b)))
         })

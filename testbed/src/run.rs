@@ -1,0 +1,307 @@
+//! The `sim` run: build a topology, let every node originate one service,
+//! measure convergence, optionally fail a node and measure again.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use trellis_routing::ServiceName;
+
+use crate::sim::{walk, Counters, LinkParams, Sim, SimConfig, Walk};
+use crate::topology::{Shape, Topology};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Shape of the network.
+    pub shape: Shape,
+    /// Orgs for `multi-org`.
+    pub orgs: usize,
+    /// Seed of the topology and of loss draws.
+    pub seed: u64,
+    /// Delay and loss of every link.
+    pub link: LinkParams,
+    /// Router and detection settings.
+    pub config: SimConfig,
+    /// Node to fail once the network has converged.
+    pub fail_node: Option<usize>,
+    /// Most virtual time a phase may take before it is reported as not quiet.
+    pub limit: Duration,
+}
+
+/// Min, mean and max of a per-node quantity.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Spread {
+    /// Smallest.
+    pub min: usize,
+    /// Mean.
+    pub mean: f64,
+    /// Largest.
+    pub max: usize,
+}
+
+/// The outcome of one phase.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Phase {
+    /// Virtual milliseconds from the phase's start to the last best-route change.
+    pub converge_ms: f64,
+    /// Whether every event ran out before the time limit.
+    pub quiet: bool,
+    /// Messages and changes during the phase.
+    pub counters: Counters,
+    /// Forwarding at the end of the phase.
+    pub end: Audit,
+}
+
+/// The node failure part of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Failure {
+    /// The failed node.
+    pub node: String,
+    /// The phase after the failure (its time counts from the failure).
+    pub phase: Phase,
+    /// Nodes that at some instant forwarded a still-reachable service in a loop.
+    pub nodes_with_loop: usize,
+    /// Nodes that at some instant black-holed a still-reachable service.
+    pub nodes_with_blackhole: usize,
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SimReport {
+    /// Topology name.
+    pub topology: String,
+    /// Nodes.
+    pub nodes: usize,
+    /// Links.
+    pub links: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Link delay (ms).
+    pub link_delay_ms: f64,
+    /// Loss per transmission.
+    pub loss: f64,
+    /// Batching interval (ms).
+    pub mrai_ms: f64,
+    /// Failure detection delay (ms).
+    pub detect_ms: f64,
+    /// Initial convergence after every node originates one service.
+    pub initial: Phase,
+    /// Loc-RIB size per node after the initial convergence.
+    pub routes_per_node: Spread,
+    /// The failure, if one was asked for.
+    pub failure: Option<Failure>,
+    /// Real time the run took (ms); not deterministic.
+    pub wall_ms: u64,
+}
+
+/// The service node `i` originates: `svc-<i>.<org>`.
+pub fn service_of(sim: &Sim, i: usize) -> ServiceName {
+    let id = &sim.ids()[i];
+    ServiceName::new(&format!("svc-{i}.{}", id.org_str())).expect("generated service name is valid")
+}
+
+/// Connected components of the alive nodes over the links that are up.
+fn components(sim: &Sim) -> Vec<usize> {
+    let n = sim.ids().len();
+    let mut comp = vec![usize::MAX; n];
+    for start in 0..n {
+        if comp[start] != usize::MAX || !sim.alive(start) {
+            continue;
+        }
+        let mut stack = vec![start];
+        comp[start] = start;
+        while let Some(x) = stack.pop() {
+            for y in 0..n {
+                if comp[y] == usize::MAX && sim.link_up(x, y) {
+                    comp[y] = start;
+                    stack.push(y);
+                }
+            }
+        }
+    }
+    comp
+}
+
+/// Counts, over alive nodes and the services of alive origins in the same
+/// connected component, the pairs whose traffic is not delivered and the
+/// pairs that loop. Pairs split by a partition are counted apart.
+pub fn audit(sim: &Sim) -> Audit {
+    let n = sim.ids().len();
+    let comp = components(sim);
+    let mut a = Audit::default();
+    for origin in (0..n).filter(|i| sim.alive(*i)) {
+        let s = service_of(sim, origin);
+        for from in (0..n).filter(|i| sim.alive(*i)) {
+            if comp[from] != comp[origin] {
+                a.partitioned += 1;
+                continue;
+            }
+            match walk(sim, from, &s) {
+                Walk::Delivered { .. } => {}
+                Walk::Loop => a.loops += 1,
+                Walk::NoRoute | Walk::BlackHole => a.undelivered += 1,
+            }
+        }
+    }
+    a
+}
+
+/// The forwarding state of a whole network.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Audit {
+    /// Connected (node, service) pairs whose traffic is not delivered.
+    pub undelivered: usize,
+    /// Connected pairs whose traffic loops.
+    pub loops: usize,
+    /// Pairs split by a partition (not expected to be delivered).
+    pub partitioned: usize,
+}
+
+fn phase(sim: &mut Sim, start_us: u64, limit: Duration) -> Phase {
+    let quiet = sim.run(limit);
+    let counters = sim.counters().clone();
+    let converge_us = counters.last_change_us.saturating_sub(start_us);
+    Phase {
+        converge_ms: converge_us as f64 / 1000.0,
+        quiet,
+        counters,
+        end: audit(sim),
+    }
+}
+
+/// Runs a simulation.
+pub fn run(opts: &SimOptions) -> Result<SimReport, String> {
+    let wall = Instant::now();
+    let topo = Topology::generate(opts.shape, opts.nodes, opts.orgs, opts.seed)?;
+    if let Some(f) = opts.fail_node {
+        if f >= topo.nodes.len() {
+            return Err(format!(
+                "--fail-node {f} is out of range (0..{})",
+                topo.nodes.len()
+            ));
+        }
+    }
+    let mut sim = Sim::new(&topo, opts.link, opts.config.clone());
+    sim.start();
+    for i in 0..topo.nodes.len() {
+        let s = service_of(&sim, i);
+        sim.originate(i, s, Duration::ZERO);
+    }
+    let initial = phase(&mut sim, 0, opts.limit);
+    let rib: Vec<usize> = (0..topo.nodes.len())
+        .map(|i| sim.router(i).loc_rib().len())
+        .collect();
+    let routes_per_node = Spread {
+        min: rib.iter().copied().min().unwrap_or(0),
+        mean: rib.iter().sum::<usize>() as f64 / rib.len().max(1) as f64,
+        max: rib.iter().copied().max().unwrap_or(0),
+    };
+
+    let failure = match opts.fail_node {
+        None => None,
+        Some(node) => {
+            let exclude: HashSet<ServiceName> = [service_of(&sim, node)].into();
+            let services: Vec<ServiceName> =
+                (0..topo.nodes.len()).map(|i| service_of(&sim, i)).collect();
+            sim.reset_counters();
+            let gap = Duration::from_secs(1);
+            let fail_at = sim.now() + gap;
+            sim.fail_node(node, gap);
+            sim.watch(exclude);
+            sim.run(gap);
+            // Traffic through the dead node is lost before anyone notices.
+            sim.check_all(&services);
+            let mut phase = phase(&mut sim, fail_at.as_micros() as u64, opts.limit);
+            if phase.counters.best_changes == 0 {
+                phase.converge_ms = 0.0;
+            }
+            let (looped, holed) = sim.unwatch();
+            let distinct = |v: &[(usize, ServiceName)]| {
+                v.iter().map(|(n, _)| *n).collect::<HashSet<_>>().len()
+            };
+            Some(Failure {
+                node: sim.ids()[node].to_string(),
+                phase,
+                nodes_with_loop: distinct(&looped),
+                nodes_with_blackhole: distinct(&holed),
+            })
+        }
+    };
+    Ok(SimReport {
+        topology: opts.shape.to_string(),
+        nodes: topo.nodes.len(),
+        links: sim.link_count(),
+        seed: opts.seed,
+        link_delay_ms: opts.link.delay.as_secs_f64() * 1000.0,
+        loss: opts.link.loss,
+        mrai_ms: opts.config.mrai.as_secs_f64() * 1000.0,
+        detect_ms: opts.config.detect.as_secs_f64() * 1000.0,
+        initial,
+        routes_per_node,
+        failure,
+        wall_ms: wall.elapsed().as_millis() as u64,
+    })
+}
+
+fn audit_line(a: &Audit) -> String {
+    format!(
+        "undelivered pairs {}, looping pairs {}, partitioned pairs {}",
+        a.undelivered, a.loops, a.partitioned
+    )
+}
+
+/// Whether the network ended every phase delivering every connected pair.
+pub fn healthy(r: &SimReport) -> bool {
+    let ok = |p: &Phase| p.quiet && p.end.undelivered == 0 && p.end.loops == 0;
+    ok(&r.initial) && r.failure.as_ref().is_none_or(|f| ok(&f.phase))
+}
+
+/// A human summary of a report.
+pub fn summary(r: &SimReport) -> String {
+    let mut s = format!(
+        "{} nodes, {} links ({} topology, seed {}), link delay {} ms, loss {:.1}%, MRAI {} ms\n",
+        r.nodes,
+        r.links,
+        r.topology,
+        r.seed,
+        r.link_delay_ms,
+        r.loss * 100.0,
+        r.mrai_ms
+    );
+    let p = &r.initial;
+    s += &format!(
+        "initial: converged in {:.1} ms virtual{}; {} messages ({} update batches, {} announcements, {} withdrawals, {} manifests)\n",
+        p.converge_ms,
+        if p.quiet { "" } else { " (NOT quiet at the limit)" },
+        p.counters.messages,
+        p.counters.updates,
+        p.counters.announcements,
+        p.counters.withdrawals,
+        p.counters.manifests,
+    );
+    s += &format!(
+        "routes per node: min {} mean {:.1} max {}; {}\n",
+        r.routes_per_node.min,
+        r.routes_per_node.mean,
+        r.routes_per_node.max,
+        audit_line(&p.end)
+    );
+    if let Some(f) = &r.failure {
+        s += &format!(
+            "after failing {}: re-converged in {:.1} ms virtual (detection {} ms){}; {} messages; nodes that ever looped: {}, ever black-holed: {}; {}\n",
+            f.node,
+            f.phase.converge_ms,
+            r.detect_ms,
+            if f.phase.quiet { "" } else { " (NOT quiet at the limit)" },
+            f.phase.counters.messages,
+            f.nodes_with_loop,
+            f.nodes_with_blackhole,
+            audit_line(&f.phase.end),
+        );
+    }
+    s += &format!("wall time {} ms\n", r.wall_ms);
+    s
+}

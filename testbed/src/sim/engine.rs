@@ -1,0 +1,695 @@
+//! The event loop of the simulator.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use trellis_routing::{
+    Input, Message, NodeId, Output, PeerConfig, ProtocolHint, Relationship, Router, RouterConfig,
+    ServiceName,
+};
+
+use super::check::{trace, walk, Walk};
+use super::SimSigs;
+use crate::rng::Rng;
+use crate::topology::{mirror, Topology};
+
+/// Settings shared by every node and link.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// MRAI-like batching interval of every router.
+    pub mrai: Duration,
+    /// How long a neighbour takes to notice a dead link or node (hold timer).
+    pub detect: Duration,
+    /// Keep a lost neighbour's paths as stale (graceful restart) instead of
+    /// withdrawing them at once.
+    pub graceful_restart: bool,
+    /// Seed of loss draws.
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            mrai: Duration::from_millis(50),
+            detect: Duration::from_millis(300),
+            graceful_restart: false,
+            seed: 1,
+        }
+    }
+}
+
+/// Delay and loss of one link.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkParams {
+    /// One-way delay.
+    pub delay: Duration,
+    /// Probability that one transmission of a message is lost (0..1).
+    pub loss: f64,
+}
+
+impl Default for LinkParams {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(10),
+            loss: 0.0,
+        }
+    }
+}
+
+struct Link {
+    a: usize,
+    b: usize,
+    params: LinkParams,
+    up: bool,
+    epoch: u32,
+    /// Last delivery time per direction, to keep each direction in order.
+    last: [u64; 2],
+}
+
+enum Ev {
+    Deliver {
+        link: usize,
+        epoch: u32,
+        from: usize,
+        to: usize,
+        msg: Message,
+    },
+    Up {
+        link: usize,
+        epoch: u32,
+        node: usize,
+        peer: usize,
+    },
+    Down {
+        node: usize,
+        peer: usize,
+    },
+    Tick {
+        node: usize,
+    },
+    Originate {
+        node: usize,
+        service: ServiceName,
+    },
+    Withdraw {
+        node: usize,
+        service: ServiceName,
+    },
+    FailNode {
+        node: usize,
+    },
+    Cut {
+        link: usize,
+    },
+    Heal {
+        link: usize,
+    },
+}
+
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest event.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Counters of one run (or of one phase, after [`Sim::reset_counters`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Messages sent, all kinds.
+    pub messages: u64,
+    /// Update batches sent.
+    pub updates: u64,
+    /// Manifests sent.
+    pub manifests: u64,
+    /// Announcements inside update batches.
+    pub announcements: u64,
+    /// Withdrawals inside update batches.
+    pub withdrawals: u64,
+    /// Best-route changes, summed over nodes.
+    pub best_changes: u64,
+    /// Virtual time (µs) of the last best-route change.
+    pub last_change_us: u64,
+}
+
+/// Loops and black holes seen while watching.
+#[derive(Debug, Default)]
+struct Watch {
+    changed: BTreeSet<(usize, ServiceName)>,
+    exclude: HashSet<ServiceName>,
+    looped: HashSet<(usize, ServiceName)>,
+    holed: HashSet<(usize, ServiceName)>,
+}
+
+/// N routers, their links, and a virtual clock.
+pub struct Sim {
+    cfg: SimConfig,
+    base: Instant,
+    now: u64,
+    routers: Vec<Router>,
+    alive: Vec<bool>,
+    ids: Vec<NodeId>,
+    index: HashMap<NodeId, usize>,
+    links: Vec<Link>,
+    adj: HashMap<(usize, usize), usize>,
+    queue: BinaryHeap<Queued>,
+    seq: u64,
+    rng: Rng,
+    next_tick: Vec<Option<u64>>,
+    counters: Counters,
+    watch: Option<Watch>,
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+impl Sim {
+    /// Builds the routers and links of `topo`; nothing runs until [`Sim::start`].
+    pub fn new(topo: &Topology, link: LinkParams, cfg: SimConfig) -> Self {
+        let base = Instant::now();
+        let n = topo.nodes.len();
+        let diameter = topo.diameter_estimate();
+        let mut routers: Vec<Router> = topo
+            .nodes
+            .iter()
+            .map(|id| {
+                let mut rc = RouterConfig::new(id.clone());
+                rc.mrai = cfg.mrai;
+                // As an operator would: the limit must exceed the diameter
+                // (a long line), but no more, since it also bounds how far
+                // path exploration runs after a withdrawal.
+                rc.max_path_len = rc.max_path_len.max(diameter + 1);
+                Router::new(rc, Box::new(SimSigs), base)
+            })
+            .collect();
+        let mut links = Vec::new();
+        let mut adj = HashMap::new();
+        let cost = (link.delay.as_millis() as u32).max(1);
+        for l in &topo.links {
+            if l.a == l.b || adj.contains_key(&(l.a, l.b)) {
+                continue;
+            }
+            let mut ca = PeerConfig::new(topo.nodes[l.b].clone(), l.role);
+            let mut cb = PeerConfig::new(topo.nodes[l.a].clone(), mirror(l.role));
+            for c in [&mut ca, &mut cb] {
+                c.link_cost = cost;
+                c.graceful_restart = cfg.graceful_restart;
+            }
+            if routers[l.a].add_peer(ca).is_err() || routers[l.b].add_peer(cb).is_err() {
+                continue;
+            }
+            adj.insert((l.a, l.b), links.len());
+            adj.insert((l.b, l.a), links.len());
+            links.push(Link {
+                a: l.a,
+                b: l.b,
+                params: link,
+                up: true,
+                epoch: 0,
+                last: [0, 0],
+            });
+        }
+        Self {
+            rng: Rng::new(cfg.seed),
+            cfg,
+            base,
+            now: 0,
+            routers,
+            alive: vec![true; n],
+            ids: topo.nodes.clone(),
+            index: topo
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i))
+                .collect(),
+            links,
+            adj,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            next_tick: vec![None; n],
+            counters: Counters::default(),
+            watch: None,
+        }
+    }
+
+    /// Brings every link's session up at the current time.
+    pub fn start(&mut self) {
+        for i in 0..self.links.len() {
+            self.schedule_up(i, self.now);
+        }
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    fn schedule_up(&mut self, link: usize, at: u64) {
+        let l = &self.links[link];
+        let (a, b, epoch) = (l.a, l.b, l.epoch);
+        self.push(
+            at,
+            Ev::Up {
+                link,
+                epoch,
+                node: a,
+                peer: b,
+            },
+        );
+        self.push(
+            at,
+            Ev::Up {
+                link,
+                epoch,
+                node: b,
+                peer: a,
+            },
+        );
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Duration {
+        Duration::from_micros(self.now)
+    }
+
+    /// Node ids by index.
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
+
+    /// Index of a node id.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// A node's router.
+    pub fn router(&self, i: usize) -> &Router {
+        &self.routers[i]
+    }
+
+    /// Whether a node is alive.
+    pub fn alive(&self, i: usize) -> bool {
+        self.alive[i]
+    }
+
+    /// Whether the link between two nodes exists and is up.
+    pub fn link_up(&self, a: usize, b: usize) -> bool {
+        self.adj
+            .get(&(a, b))
+            .is_some_and(|l| self.links[*l].up && self.alive[a] && self.alive[b])
+    }
+
+    /// Number of links.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Counters since the start or the last reset.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Zeroes the counters (to measure one phase).
+    pub fn reset_counters(&mut self) {
+        self.counters = Counters::default();
+    }
+
+    /// Schedules node `i` to originate `service` after `delay`.
+    pub fn originate(&mut self, i: usize, service: ServiceName, delay: Duration) {
+        self.push(self.now + us(delay), Ev::Originate { node: i, service });
+    }
+
+    /// Schedules node `i` to stop originating `service` after `delay`.
+    pub fn withdraw(&mut self, i: usize, service: ServiceName, delay: Duration) {
+        self.push(self.now + us(delay), Ev::Withdraw { node: i, service });
+    }
+
+    /// Schedules the failure of node `i` after `delay`.
+    pub fn fail_node(&mut self, i: usize, delay: Duration) {
+        self.push(self.now + us(delay), Ev::FailNode { node: i });
+    }
+
+    /// Schedules a cut of the link `a`–`b` after `delay`; false if no such link.
+    pub fn cut_link(&mut self, a: usize, b: usize, delay: Duration) -> bool {
+        let Some(&link) = self.adj.get(&(a, b)) else {
+            return false;
+        };
+        self.push(self.now + us(delay), Ev::Cut { link });
+        true
+    }
+
+    /// Schedules the repair of the link `a`–`b` after `delay`.
+    pub fn heal_link(&mut self, a: usize, b: usize, delay: Duration) -> bool {
+        let Some(&link) = self.adj.get(&(a, b)) else {
+            return false;
+        };
+        self.push(self.now + us(delay), Ev::Heal { link });
+        true
+    }
+
+    /// Starts recording loops and black holes, ignoring `exclude` (services
+    /// that are meant to become unreachable, such as a failed node's).
+    pub fn watch(&mut self, exclude: HashSet<ServiceName>) {
+        self.watch = Some(Watch {
+            exclude,
+            ..Watch::default()
+        });
+    }
+
+    /// Stops watching; returns the (node, service) pairs that looped and the
+    /// ones that were black-holed, counting only services the node reaches
+    /// again at the end (an unreachable service is not a transient fault).
+    pub fn unwatch(&mut self) -> (Vec<(usize, ServiceName)>, Vec<(usize, ServiceName)>) {
+        let Some(w) = self.watch.take() else {
+            return (Vec::new(), Vec::new());
+        };
+        let reachable = |(n, s): &(usize, ServiceName)| {
+            self.alive[*n] && matches!(walk(self, *n, s), Walk::Delivered { .. })
+        };
+        let mut looped: Vec<_> = w.looped.into_iter().filter(reachable).collect();
+        let mut holed: Vec<_> = w.holed.into_iter().filter(reachable).collect();
+        looped.sort();
+        holed.sort();
+        (looped, holed)
+    }
+
+    /// Runs events until none is left or virtual time passes `limit`.
+    /// Returns whether the network went quiet.
+    pub fn run(&mut self, limit: Duration) -> bool {
+        let limit = self.now + us(limit);
+        while let Some(top) = self.queue.peek() {
+            if top.at > limit {
+                self.check_watch();
+                return false;
+            }
+            let Some(q) = self.queue.pop() else { break };
+            if q.at > self.now {
+                self.check_watch();
+                self.now = q.at;
+            }
+            self.dispatch(q.ev);
+        }
+        self.check_watch();
+        true
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver {
+                link,
+                epoch,
+                from,
+                to,
+                msg,
+            } => {
+                let l = &self.links[link];
+                if !l.up || l.epoch != epoch || !self.alive[to] {
+                    return;
+                }
+                let peer = self.ids[from].clone();
+                let input = match msg {
+                    Message::Update(batch) => Input::Update { peer, batch },
+                    Message::EndOfTable => Input::EndOfTable { peer },
+                    Message::Manifest(manifest) => Input::Manifest {
+                        from: Some(peer),
+                        manifest,
+                    },
+                };
+                self.feed(to, input);
+            }
+            Ev::Up {
+                link,
+                epoch,
+                node,
+                peer,
+            } => {
+                let l = &self.links[link];
+                if l.up && l.epoch == epoch && self.alive[node] && self.alive[peer] {
+                    let peer = self.ids[peer].clone();
+                    self.feed(node, Input::SessionUp { peer });
+                }
+            }
+            Ev::Down { node, peer } => {
+                if self.alive[node] {
+                    let peer = self.ids[peer].clone();
+                    let graceful = self.cfg.graceful_restart;
+                    self.feed(node, Input::SessionDown { peer, graceful });
+                }
+            }
+            Ev::Tick { node } => {
+                if self.alive[node] && self.next_tick[node] == Some(self.now) {
+                    self.next_tick[node] = None;
+                    self.feed(node, Input::Tick);
+                }
+            }
+            Ev::Originate { node, service } => {
+                if self.alive[node] {
+                    let protocol = ProtocolHint::Tcp;
+                    self.feed(node, Input::Originate { service, protocol });
+                }
+            }
+            Ev::Withdraw { node, service } => {
+                if self.alive[node] {
+                    self.feed(node, Input::StopOriginating { service });
+                }
+            }
+            Ev::FailNode { node } => {
+                if !std::mem::replace(&mut self.alive[node], false) {
+                    return;
+                }
+                let detect = self.now + us(self.cfg.detect);
+                for i in 0..self.links.len() {
+                    let (a, b) = (self.links[i].a, self.links[i].b);
+                    if a == node || b == node {
+                        let other = if a == node { b } else { a };
+                        self.links[i].epoch += 1;
+                        self.push(
+                            detect,
+                            Ev::Down {
+                                node: other,
+                                peer: node,
+                            },
+                        );
+                    }
+                }
+            }
+            Ev::Cut { link } => {
+                let l = &mut self.links[link];
+                if !std::mem::replace(&mut l.up, false) {
+                    return;
+                }
+                l.epoch += 1;
+                let (a, b) = (l.a, l.b);
+                let detect = self.now + us(self.cfg.detect);
+                self.push(detect, Ev::Down { node: a, peer: b });
+                self.push(detect, Ev::Down { node: b, peer: a });
+            }
+            Ev::Heal { link } => {
+                let l = &mut self.links[link];
+                if std::mem::replace(&mut l.up, true) {
+                    return;
+                }
+                l.epoch += 1;
+                // One round trip for the handshake.
+                let at = self.now + 2 * us(l.params.delay);
+                self.schedule_up(link, at);
+            }
+        }
+    }
+
+    /// Feeds an input to a node and routes its outputs.
+    fn feed(&mut self, node: usize, input: Input) {
+        let now = self.base + Duration::from_micros(self.now);
+        self.routers[node].handle(now, input);
+        while let Some(out) = self.routers[node].poll_output() {
+            self.on_output(node, out);
+        }
+        if let Some(t) = self.routers[node].poll_timeout() {
+            let at = us(t.saturating_duration_since(self.base)).max(self.now);
+            if self.next_tick[node] != Some(at) {
+                self.next_tick[node] = Some(at);
+                self.push(at, Ev::Tick { node });
+            }
+        }
+    }
+
+    fn on_output(&mut self, node: usize, out: Output) {
+        match out {
+            Output::Send { peer, message } => {
+                let Some(&to) = self.index.get(&peer) else {
+                    return;
+                };
+                self.send(node, to, message);
+            }
+            Output::Disconnect { peer, .. } => {
+                // The peer sees the close after one link delay; no redial.
+                if let Some(&to) = self.index.get(&peer) {
+                    if let Some(&link) = self.adj.get(&(node, to)) {
+                        let at = self.now + us(self.links[link].params.delay);
+                        self.push(
+                            at,
+                            Ev::Down {
+                                node: to,
+                                peer: node,
+                            },
+                        );
+                    }
+                }
+            }
+            Output::BestChanged { service, .. } => {
+                self.counters.best_changes += 1;
+                self.counters.last_change_us = self.now;
+                if let Some(w) = self.watch.as_mut() {
+                    w.changed.insert((node, service));
+                }
+            }
+            Output::ManifestRejected { .. } => {}
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: Message) {
+        let Some(&link) = self.adj.get(&(from, to)) else {
+            return;
+        };
+        let c = &mut self.counters;
+        c.messages += 1;
+        match &msg {
+            Message::Update(b) => {
+                c.updates += 1;
+                c.announcements += b.announce.len() as u64;
+                c.withdrawals += b.withdraw.len() as u64;
+            }
+            Message::Manifest(_) => c.manifests += 1,
+            Message::EndOfTable => {}
+        }
+        let (params, up, epoch) = {
+            let l = &self.links[link];
+            (l.params, l.up, l.epoch)
+        };
+        if !up {
+            return;
+        }
+        let delay = us(params.delay);
+        let rto = (3 * delay).max(20_000);
+        let mut at = self.now + delay;
+        let mut losses = 0;
+        while params.loss > 0.0 && losses < 16 && self.rng.unit() < params.loss {
+            at += rto;
+            losses += 1;
+        }
+        let dir = usize::from(from != self.links[link].a);
+        let at = at.max(self.links[link].last[dir]);
+        self.links[link].last[dir] = at;
+        self.push(
+            at,
+            Ev::Deliver {
+                link,
+                epoch,
+                from,
+                to,
+                msg,
+            },
+        );
+    }
+
+    /// Walks the forwarding path of every (node, service) whose best route
+    /// changed since the last check, and records every node on a loop or on
+    /// the way into a black hole.
+    fn check_watch(&mut self) {
+        let Some(mut w) = self.watch.take() else {
+            return;
+        };
+        let changed = std::mem::take(&mut w.changed);
+        let mut chain = Vec::new();
+        for (node, service) in changed {
+            if self.alive[node] && !w.exclude.contains(&service) {
+                self.record(&mut w, node, &service, &mut chain);
+            }
+        }
+        self.watch = Some(w);
+    }
+
+    fn record(&self, w: &mut Watch, node: usize, service: &ServiceName, chain: &mut Vec<usize>) {
+        match trace(self, node, service, chain) {
+            Walk::Loop => {
+                // The chain ends where it re-enters the cycle.
+                let Some(last) = chain.last().copied() else {
+                    return;
+                };
+                let next = self
+                    .router(last)
+                    .resolve(service)
+                    .and_then(|(_, b)| b.next_hop);
+                let start = next
+                    .and_then(|n| self.index_of(&n))
+                    .and_then(|n| chain.iter().position(|c| *c == n))
+                    .unwrap_or(0);
+                for n in &chain[start..] {
+                    w.looped.insert((*n, service.clone()));
+                }
+            }
+            Walk::BlackHole => {
+                for n in chain.iter() {
+                    w.holed.insert((*n, service.clone()));
+                }
+            }
+            Walk::Delivered { .. } | Walk::NoRoute => {}
+        }
+    }
+
+    /// Checks every alive node's forwarding for `services` right now (for
+    /// black holes that no route change reveals, such as a dead next hop).
+    pub fn check_all(&mut self, services: &[ServiceName]) {
+        let Some(mut w) = self.watch.take() else {
+            return;
+        };
+        let mut chain = Vec::new();
+        for service in services {
+            if w.exclude.contains(service) {
+                continue;
+            }
+            for node in (0..self.routers.len()).filter(|n| self.alive[*n]) {
+                self.record(&mut w, node, service, &mut chain);
+            }
+        }
+        self.watch = Some(w);
+    }
+
+    /// Number of alive nodes.
+    pub fn alive_count(&self) -> usize {
+        self.alive.iter().filter(|a| **a).count()
+    }
+
+    /// The role node `a` gives node `b`, if they are linked.
+    pub fn role(&self, a: usize, b: usize) -> Option<Relationship> {
+        let id = &self.ids[b];
+        self.routers[a]
+            .peers()
+            .find(|p| &p.id == id)
+            .map(|p| p.role)
+    }
+}

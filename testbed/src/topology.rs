@@ -1,0 +1,322 @@
+//! Topologies for the simulator: which nodes exist, in which org, and which
+//! links join them with which relationship.
+//!
+//! Generated shapes (all seeded, all connected):
+//! * `line`, `ring`, `star`, `grid` (⌈√N⌉ columns), `random` (a random
+//!   spanning tree plus N/2 extra links, average degree about 3);
+//! * `multi-org`: nodes split over K orgs (default 3), a ring inside each
+//!   org, and between orgs a provider tree (org i's provider is org (i−1)/2)
+//!   plus peer links between sibling orgs, each relation realised by two
+//!   border links when the orgs have two nodes or more.
+
+use std::fmt;
+use std::str::FromStr;
+
+use trellis_routing::{NodeId, Relationship};
+
+use crate::rng::Rng;
+
+/// A link: `a` sees `b` as `role` (and `b` sees `a` as the mirror role).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// One end (node index).
+    pub a: usize,
+    /// The other end.
+    pub b: usize,
+    /// What `b` is to `a`.
+    pub role: Relationship,
+}
+
+/// Nodes and links.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    /// Node ids, by index.
+    pub nodes: Vec<NodeId>,
+    /// Links.
+    pub links: Vec<LinkSpec>,
+}
+
+/// The generated shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A chain.
+    Line,
+    /// A cycle.
+    Ring,
+    /// Node 0 in the middle.
+    Star,
+    /// A square-ish grid.
+    Grid,
+    /// A seeded random connected graph.
+    Random,
+    /// Several orgs with customer / peer / provider relations.
+    MultiOrg,
+}
+
+impl FromStr for Shape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "line" => Shape::Line,
+            "ring" => Shape::Ring,
+            "star" => Shape::Star,
+            "grid" => Shape::Grid,
+            "random" => Shape::Random,
+            "multi-org" => Shape::MultiOrg,
+            _ => {
+                return Err(format!(
+                    "unknown topology {s:?} (line, ring, star, grid, random, multi-org)"
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Shape::Line => "line",
+            Shape::Ring => "ring",
+            Shape::Star => "star",
+            Shape::Grid => "grid",
+            Shape::Random => "random",
+            Shape::MultiOrg => "multi-org",
+        })
+    }
+}
+
+/// The relationship `a` has with `b` seen from `b`'s side.
+pub fn mirror(role: Relationship) -> Relationship {
+    match role {
+        Relationship::Customer => Relationship::Provider,
+        Relationship::Provider => Relationship::Customer,
+        r => r,
+    }
+}
+
+fn org_name(i: usize) -> String {
+    // org ids are DNS labels: a, b, ..., z, o26, o27, ...
+    if i < 26 {
+        ((b'a' + i as u8) as char).to_string()
+    } else {
+        format!("o{i}")
+    }
+}
+
+fn node(org: usize, i: usize) -> NodeId {
+    // Both parts are fixed-format labels, always valid.
+    NodeId::new(&format!("{}/n{i}", org_name(org))).expect("generated node id is valid")
+}
+
+impl Topology {
+    /// Builds a generated shape with `n` nodes (`orgs` is used by multi-org).
+    pub fn generate(shape: Shape, n: usize, orgs: usize, seed: u64) -> Result<Self, String> {
+        if n < 2 {
+            return Err("a topology needs at least 2 nodes".into());
+        }
+        if shape == Shape::MultiOrg {
+            return Self::multi_org(n, orgs.max(2), seed);
+        }
+        let nodes = (0..n).map(|i| node(0, i)).collect();
+        let mut t = Topology {
+            nodes,
+            links: Vec::new(),
+        };
+        let mut rng = Rng::new(seed);
+        match shape {
+            Shape::Line | Shape::Ring => {
+                for i in 1..n {
+                    t.internal(i - 1, i);
+                }
+                if shape == Shape::Ring && n > 2 {
+                    t.internal(n - 1, 0);
+                }
+            }
+            Shape::Star => (1..n).for_each(|i| t.internal(0, i)),
+            Shape::Grid => {
+                let w = (n as f64).sqrt().ceil() as usize;
+                for i in 0..n {
+                    if (i + 1) % w != 0 && i + 1 < n {
+                        t.internal(i, i + 1);
+                    }
+                    if i + w < n {
+                        t.internal(i, i + w);
+                    }
+                }
+            }
+            Shape::Random => t.random_links(0..n, n / 2, &mut rng),
+            Shape::MultiOrg => unreachable!("handled above"),
+        }
+        Ok(t)
+    }
+
+    /// Hop distances from `start` (`usize::MAX` where unreachable).
+    fn distances(&self, start: usize) -> Vec<usize> {
+        let n = self.nodes.len();
+        let mut adj = vec![Vec::new(); n];
+        for l in &self.links {
+            adj[l.a].push(l.b);
+            adj[l.b].push(l.a);
+        }
+        let mut dist = vec![usize::MAX; n];
+        let mut queue = std::collections::VecDeque::from([start]);
+        dist[start] = 0;
+        while let Some(x) = queue.pop_front() {
+            for &y in &adj[x] {
+                if dist[y] == usize::MAX {
+                    dist[y] = dist[x] + 1;
+                    queue.push_back(y);
+                }
+            }
+        }
+        dist
+    }
+
+    /// A lower bound of the diameter in hops by a double BFS sweep (exact on
+    /// trees and lines, close on the other shapes).
+    pub fn diameter_estimate(&self) -> usize {
+        if self.nodes.is_empty() {
+            return 0;
+        }
+        let far = |d: &[usize]| {
+            d.iter()
+                .enumerate()
+                .filter(|(_, x)| **x != usize::MAX)
+                .max_by_key(|(_, x)| **x)
+                .map_or((0, 0), |(i, x)| (i, *x))
+        };
+        let (u, _) = far(&self.distances(0));
+        far(&self.distances(u)).1
+    }
+
+    fn internal(&mut self, a: usize, b: usize) {
+        self.links.push(LinkSpec {
+            a,
+            b,
+            role: Relationship::Internal,
+        });
+    }
+
+    fn has_link(&self, a: usize, b: usize) -> bool {
+        self.links
+            .iter()
+            .any(|l| (l.a, l.b) == (a, b) || (l.a, l.b) == (b, a))
+    }
+
+    /// A random spanning tree over `range` plus `extra` random internal links.
+    fn random_links(&mut self, range: std::ops::Range<usize>, extra: usize, rng: &mut Rng) {
+        let start = range.start;
+        let len = range.len();
+        for i in 1..len {
+            let j = rng.below(i as u64) as usize;
+            self.internal(start + j, start + i);
+        }
+        let mut added = 0;
+        let mut tries = 0;
+        while added < extra && tries < extra * 20 && len > 2 {
+            tries += 1;
+            let a = start + rng.below(len as u64) as usize;
+            let b = start + rng.below(len as u64) as usize;
+            if a != b && !self.has_link(a, b) {
+                self.internal(a, b);
+                added += 1;
+            }
+        }
+    }
+
+    fn multi_org(n: usize, orgs: usize, seed: u64) -> Result<Self, String> {
+        if n < orgs {
+            return Err(format!("multi-org needs at least {orgs} nodes"));
+        }
+        let mut rng = Rng::new(seed);
+        let mut t = Topology::default();
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); orgs];
+        for i in 0..n {
+            let org = i % orgs;
+            members[org].push(t.nodes.len());
+            t.nodes.push(node(org, i));
+        }
+        for m in &members {
+            match m.len() {
+                0 | 1 => {}
+                2 => t.internal(m[0], m[1]),
+                len => {
+                    for k in 0..len {
+                        t.internal(m[k], m[(k + 1) % len]);
+                    }
+                    // A few chords so an org survives one internal failure.
+                    for _ in 0..len / 4 {
+                        let a = m[rng.below(len as u64) as usize];
+                        let b = m[rng.below(len as u64) as usize];
+                        if a != b && !t.has_link(a, b) {
+                            t.internal(a, b);
+                        }
+                    }
+                }
+            }
+        }
+        let border = |t: &mut Topology, x: usize, y: usize, role: Relationship| {
+            for k in 0..2.min(members[x].len()).min(members[y].len()) {
+                t.links.push(LinkSpec {
+                    a: members[x][k],
+                    b: members[y][k],
+                    role,
+                });
+            }
+        };
+        for child in 1..orgs {
+            // The parent is the provider: it sees the child as a customer.
+            border(&mut t, (child - 1) / 2, child, Relationship::Customer);
+            let sibling = child + 1;
+            if child % 2 == 1 && sibling < orgs {
+                border(&mut t, child, sibling, Relationship::Peer);
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected(t: &Topology) -> bool {
+        let mut seen = vec![false; t.nodes.len()];
+        let mut stack = vec![0];
+        while let Some(x) = stack.pop() {
+            if std::mem::replace(&mut seen[x], true) {
+                continue;
+            }
+            for l in &t.links {
+                if l.a == x {
+                    stack.push(l.b);
+                } else if l.b == x {
+                    stack.push(l.a);
+                }
+            }
+        }
+        seen.iter().all(|s| *s)
+    }
+
+    #[test]
+    fn every_generated_topology_is_connected() {
+        for shape in ["line", "ring", "star", "grid", "random", "multi-org"] {
+            for n in [2, 3, 7, 30] {
+                let t = Topology::generate(shape.parse().unwrap(), n, 3, 9).unwrap();
+                assert_eq!(t.nodes.len(), n);
+                assert!(connected(&t), "{shape} with {n} nodes");
+            }
+        }
+    }
+
+    #[test]
+    fn multi_org_links_carry_roles_only_across_orgs() {
+        let t = Topology::generate(Shape::MultiOrg, 12, 3, 1).unwrap();
+        for l in &t.links {
+            let same = t.nodes[l.a].org_str() == t.nodes[l.b].org_str();
+            assert_eq!(same, l.role == Relationship::Internal);
+        }
+        assert!(t.links.iter().any(|l| l.role == Relationship::Peer));
+        assert!(t.links.iter().any(|l| l.role == Relationship::Customer));
+    }
+}
