@@ -77,7 +77,7 @@ fn parse_loss(s: &str) -> Result<f64> {
 }
 
 fn millis(name: &str, v: f64) -> Result<Duration> {
-    if !v.is_finite() || v < 0.0 || v > 3_600_000.0 {
+    if !(0.0..=3_600_000.0).contains(&v) {
         bail!("--{name} {v} must be between 0 and 3600000");
     }
     Ok(Duration::from_secs_f64(v / 1000.0))

@@ -114,9 +114,9 @@ fn components(sim: &Sim) -> Vec<usize> {
         let mut stack = vec![start];
         comp[start] = start;
         while let Some(x) = stack.pop() {
-            for y in 0..n {
-                if comp[y] == usize::MAX && sim.link_up(x, y) {
-                    comp[y] = start;
+            for (y, c) in comp.iter_mut().enumerate() {
+                if *c == usize::MAX && sim.link_up(x, y) {
+                    *c = start;
                     stack.push(y);
                 }
             }

@@ -150,6 +150,9 @@ pub struct Counters {
     pub last_change_us: u64,
 }
 
+/// A (node, service) pair seen looping or black-holed.
+pub type Sighting = (usize, ServiceName);
+
 /// Loops and black holes seen while watching.
 #[derive(Debug, Default)]
 struct Watch {
@@ -383,7 +386,7 @@ impl Sim {
     /// Stops watching; returns the (node, service) pairs that looped and the
     /// ones that were black-holed, counting only services the node reaches
     /// again at the end (an unreachable service is not a transient fault).
-    pub fn unwatch(&mut self) -> (Vec<(usize, ServiceName)>, Vec<(usize, ServiceName)>) {
+    pub fn unwatch(&mut self) -> (Vec<Sighting>, Vec<Sighting>) {
         let Some(w) = self.watch.take() else {
             return (Vec::new(), Vec::new());
         };
