@@ -173,6 +173,12 @@ impl Router {
     /// Queues the batches (and manifests) that bring `slot` up to date for
     /// `services`. In a full-table dump nothing is withdrawn.
     fn emit(&mut self, slot: u32, services: &[ServiceName], full_table: bool) {
+        let Some(mut sent) = self
+            .peer_mut(slot)
+            .map(|p| std::mem::take(&mut p.out.manifests_sent))
+        else {
+            return;
+        };
         let Some(peer) = self.peers.get(slot as usize).and_then(Option::as_ref) else {
             return;
         };
@@ -183,7 +189,6 @@ impl Router {
         let mut cache: HashMap<(*const Attrs, u32), Option<Arc<Attrs>>> = HashMap::new();
         let mut builder = BatchBuilder::new(self.cfg.send_batch);
         let mut manifests = Vec::new();
-        let mut sent = peer.out.manifests_sent.clone();
         for service in services {
             let best = self.table.map.get(service).and_then(|paths| {
                 best_of(paths)?;

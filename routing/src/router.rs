@@ -453,6 +453,11 @@ impl Router {
         let was_up = std::mem::replace(&mut peer.up, false);
         peer.out = AdjOut::default();
         let keep = graceful && peer.cfg.graceful_restart && was_up;
+        if peer.routes == 0 {
+            // Nothing held from this peer: no need to scan the table.
+            peer.stale_until = None;
+            return;
+        }
         if keep {
             peer.stale_until = Some(now + gr);
         } else {
@@ -474,6 +479,9 @@ impl Router {
     }
 
     pub(crate) fn purge_stale(&mut self, slot: u32, now: Instant) {
+        if self.peer_mut(slot).is_none_or(|p| p.routes == 0) {
+            return;
+        }
         let mut removed = 0;
         let ranker = ranker!(self);
         let changes = self.table.update_all(&ranker, |_, p| {
@@ -497,8 +505,10 @@ impl Router {
             Some(f) if f.link_cost != cost => f.link_cost = cost,
             _ => return,
         }
-        if let Some(p) = self.peer_mut(slot) {
-            p.cfg.link_cost = cost;
+        let Some(p) = self.peer_mut(slot) else { return };
+        p.cfg.link_cost = cost;
+        if p.routes == 0 {
+            return;
         }
         let ranker = ranker!(self);
         let mut metric_moved = Vec::new();

@@ -172,7 +172,9 @@ impl Table {
                 false
             }
             None => {
-                let mut v = std::mem::take(paths).into_vec();
+                // Exact capacity: a pushed Vec would grow to 4 and waste the rest.
+                let mut v = Vec::with_capacity(paths.len() + 1);
+                v.extend(std::mem::take(paths).into_vec());
                 v.push(entry);
                 *paths = v.into_boxed_slice();
                 true
@@ -232,8 +234,7 @@ impl Table {
         mut f: impl FnMut(&ServiceName, &mut PathEntry) -> Touch,
     ) -> Vec<(ServiceName, Change)> {
         let mut changes = Vec::new();
-        let mut emptied = Vec::new();
-        for (service, paths) in self.map.iter_mut() {
+        self.map.retain(|service, paths| {
             let old = best_of(paths);
             let mut touched = false;
             let mut drop_any = false;
@@ -249,7 +250,7 @@ impl Table {
                 }
             }
             if !touched {
-                continue;
+                return true;
             }
             if drop_any {
                 let v: Vec<PathEntry> = std::mem::take(paths)
@@ -260,9 +261,6 @@ impl Table {
                 *paths = v.into_boxed_slice();
             }
             ranker.sort(paths);
-            if paths.is_empty() {
-                emptied.push(service.clone());
-            }
             let change = Change {
                 old,
                 new: best_of(paths),
@@ -270,10 +268,8 @@ impl Table {
             if change.changed() {
                 changes.push((service.clone(), change));
             }
-        }
-        for s in emptied {
-            self.map.remove(&s);
-        }
+            !paths.is_empty()
+        });
         changes
     }
 }
