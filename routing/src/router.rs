@@ -756,6 +756,35 @@ impl Router {
         out
     }
 
+    /// A peer's Adj-RIB-Out: what the export rules give it for every service
+    /// right now, sorted by service. It is computed, not stored
+    /// (docs/adr/0002-one-table.md), so it already includes changes still
+    /// waiting for the peer's MRAI timer.
+    pub fn adj_rib_out(&self, peer: &NodeId) -> Vec<(ServiceName, Attrs)> {
+        let Some(slot) = self.slot(peer) else {
+            return Vec::new();
+        };
+        let Some(p) = self.peers[slot as usize].as_ref() else {
+            return Vec::new();
+        };
+        let ranker = self.ranker();
+        let mut out: Vec<_> = self
+            .table
+            .map
+            .iter()
+            .filter_map(|(s, paths)| {
+                crate::table::best_of(paths)?;
+                let best = paths.first()?;
+                let a = crate::export::export_attrs(&self.cfg.local, &ranker, best, p, slot)?;
+                self.policy
+                    .export(&p.cfg.id, p.cfg.role, s, &a)
+                    .then(|| (s.clone(), a))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Whether the session with `peer` is up.
     pub fn peer_up(&self, peer: &NodeId) -> bool {
         self.up_slot(peer).is_some()

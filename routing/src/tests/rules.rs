@@ -58,6 +58,8 @@ fn a_withdrawal_removes_only_the_senders_path() {
     assert_eq!(h.r.paths(&svc("books.z")).len(), 1);
     assert_eq!(h.r.peer_routes(&n("a/p1")), 1);
     assert_eq!(h.r.peer_routes(&n("a/p2")), 0);
+    assert_eq!(h.r.adj_rib_in(&n("a/p1")).len(), 1);
+    assert!(h.r.adj_rib_in(&n("a/p2")).is_empty());
 }
 
 #[test]
@@ -239,6 +241,15 @@ fn routes_from_a_provider_go_only_to_customers_and_inside_the_org() {
     assert!(h.announced_to("c/prov").is_empty(), "split horizon");
     // Inside the org the route remembers it came from a provider.
     assert_eq!(h.announced_to("a/p1")[0].1.learned_from, Provider);
+    // The computed Adj-RIB-Out agrees with what was sent.
+    assert!(h.r.adj_rib_out(&n("d/peer")).is_empty());
+    let out = h.r.adj_rib_out(&n("b/cust"));
+    assert_eq!(out.len(), 1);
+    let orgs: Vec<PathHop> = ["a", "c", "z"]
+        .iter()
+        .map(|o| PathHop::Org(OrgId::new(o).unwrap()))
+        .collect();
+    assert_eq!(out[0].1.path, orgs);
 }
 
 #[test]
