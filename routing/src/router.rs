@@ -648,20 +648,26 @@ impl Router {
     }
 
     fn best_view(&self, b: &BestKey) -> Best {
-        let next_hop = self
-            .facts
-            .get(b.peer as usize)
-            .and_then(|f| f.as_ref())
-            .map(|f| f.id.clone());
-        let cost = self
-            .facts
-            .get(b.peer as usize)
-            .and_then(|f| f.as_ref())
-            .map_or(0, |f| f.link_cost);
+        let facts = self.facts.get(b.peer as usize).and_then(Option::as_ref);
+        let cost = facts.map_or(0, |f| f.link_cost);
         Best {
-            next_hop,
+            next_hop: facts.map(|f| f.id.clone()),
             attrs: b.attrs.clone(),
             metric: u64::from(b.attrs.metric) + u64::from(cost),
+        }
+    }
+
+    fn path_view(&self, ranker: &Ranker<'_>, p: &PathEntry) -> PathView {
+        PathView {
+            from: self
+                .facts
+                .get(p.peer as usize)
+                .and_then(Option::as_ref)
+                .map(|f| f.id.clone()),
+            attrs: p.attrs.clone(),
+            metric: ranker.metric(p),
+            valid: p.valid(),
+            stale: p.stale(),
         }
     }
 
@@ -691,18 +697,7 @@ impl Router {
         self.table
             .map
             .get(service)
-            .map(|paths| {
-                paths
-                    .iter()
-                    .map(|p| PathView {
-                        from: self.facts[p.peer as usize].as_ref().map(|f| f.id.clone()),
-                        attrs: p.attrs.clone(),
-                        metric: ranker.metric(p),
-                        valid: p.valid(),
-                        stale: p.stale(),
-                    })
-                    .collect()
-            })
+            .map(|paths| paths.iter().map(|p| self.path_view(&ranker, p)).collect())
             .unwrap_or_default()
     }
 
@@ -740,16 +735,7 @@ impl Router {
             .iter()
             .filter_map(|(s, paths)| {
                 let p = paths.iter().find(|p| p.peer == slot)?;
-                Some((
-                    s.clone(),
-                    PathView {
-                        from: Some(peer.clone()),
-                        attrs: p.attrs.clone(),
-                        metric: ranker.metric(p),
-                        valid: p.valid(),
-                        stale: p.stale(),
-                    },
-                ))
+                Some((s.clone(), self.path_view(&ranker, p)))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -5,8 +5,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use trellis_routing::{
-    Input, Message, NodeId, Output, PeerConfig, ProtocolHint, Relationship, Router, RouterConfig,
-    ServiceName,
+    Input, Message, NodeId, Output, PeerConfig, ProtocolHint, Router, RouterConfig, ServiceName,
 };
 
 use super::check::{trace, walk, Walk};
@@ -680,19 +679,5 @@ impl Sim {
             }
         }
         self.watch = Some(w);
-    }
-
-    /// Number of alive nodes.
-    pub fn alive_count(&self) -> usize {
-        self.alive.iter().filter(|a| **a).count()
-    }
-
-    /// The role node `a` gives node `b`, if they are linked.
-    pub fn role(&self, a: usize, b: usize) -> Option<Relationship> {
-        let id = &self.ids[b];
-        self.routers[a]
-            .peers()
-            .find(|p| &p.id == id)
-            .map(|p| p.role)
     }
 }
