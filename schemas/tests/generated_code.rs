@@ -1,4 +1,4 @@
-//! The committed generated code must match what `capnpc` makes from `peering.capnp`.
+//! The committed generated code must match what `capnpc` makes from each schema.
 //!
 //! Needs the `capnp` compiler (Debian package `capnproto`); skipped where it is absent.
 //! `TRELLIS_REGEN_SCHEMAS=1` rewrites the committed file instead of comparing.
@@ -6,8 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SCHEMA: &str = "peering.capnp";
-const GENERATED: &str = "src/generated/peering_capnp.rs";
+/// Each schema and its committed generated file.
+const SCHEMAS: [(&str, &str); 2] = [
+    ("peering.capnp", "src/generated/peering_capnp.rs"),
+    ("enrollment.capnp", "src/generated/enrollment_capnp.rs"),
+];
 
 fn capnp_version() -> Option<String> {
     let output = Command::new("capnp").arg("--version").output().ok()?;
@@ -30,6 +33,12 @@ fn scratch_dir() -> PathBuf {
 
 #[test]
 fn generated_code_is_current() {
+    for (schema, generated) in SCHEMAS {
+        check(schema, generated);
+    }
+}
+
+fn check(schema: &str, generated: &str) {
     let Some(version) = capnp_version() else {
         println!(
             "generated_code_is_current skipped: capnp not installed \
@@ -42,14 +51,17 @@ fn generated_code_is_current() {
     let out_dir = scratch_dir();
     capnpc::CompilerCommand::new()
         .src_prefix(crate_dir)
-        .file(crate_dir.join(SCHEMA))
+        .file(crate_dir.join(schema))
         .output_path(&out_dir)
         .run()
         .expect("capnp compile");
-    let fresh = std::fs::read(out_dir.join("peering_capnp.rs")).expect("read generated code");
+    let file_name = Path::new(generated)
+        .file_name()
+        .expect("generated file name");
+    let fresh = std::fs::read(out_dir.join(file_name)).expect("read generated code");
     std::fs::remove_dir_all(&out_dir).expect("remove scratch dir");
 
-    let committed_path = crate_dir.join(GENERATED);
+    let committed_path = crate_dir.join(generated);
     if std::env::var_os("TRELLIS_REGEN_SCHEMAS").is_some_and(|v| v == "1") {
         std::fs::write(&committed_path, &fresh).expect("write committed generated code");
         println!("regenerated {} with {version}", committed_path.display());
@@ -71,7 +83,7 @@ fn generated_code_is_current() {
         return;
     }
     panic!(
-        "{} is stale: it differs from what {version} and capnpc generate from {SCHEMA} \
+        "{} is stale: it differs from what {version} and capnpc generate from {schema} \
          (committed file made by {committed_version:?}). Regenerate with \
          `TRELLIS_REGEN_SCHEMAS=1 cargo test -p trellis-schemas --test generated_code` \
          and commit the result.",
