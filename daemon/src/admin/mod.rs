@@ -1,0 +1,119 @@
+//! The admin API on `DATA_DIR/admin.sock`: one JSON request per line, one JSON response
+//! per line (docs/adr/0004-admin-api-json-over-unix-socket.md). The socket file is mode
+//! 0600 inside a 0700 data dir: file permissions are the local authentication.
+//!
+//! The same record types are what `trellis --json` prints, so scripts see exactly what the
+//! daemon answered.
+
+pub mod client;
+mod records;
+
+pub use records::*;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request or response line, bytes.
+pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A request to the authority's admin API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Authority status.
+    Status,
+    /// Create a join token.
+    TokensCreate {
+        /// Lifetime, seconds.
+        ttl_secs: u64,
+        /// How many joins it allows.
+        uses: u32,
+        /// Approve joins with it without an operator.
+        auto_approve: bool,
+        /// Roles a node joining with it may take.
+        roles: Vec<String>,
+    },
+    /// List tokens (never their secrets).
+    TokensList,
+    /// Revoke a token.
+    TokensRevoke {
+        /// Token id.
+        id: String,
+    },
+    /// List join requests.
+    JoinsList,
+    /// Approve a pending join request.
+    JoinsApprove {
+        /// Join request id.
+        id: String,
+    },
+    /// Reject a pending join request.
+    JoinsReject {
+        /// Join request id.
+        id: String,
+        /// Why (shown to the node).
+        reason: String,
+    },
+    /// List nodes.
+    NodesList,
+    /// Revoke a node: every certificate it holds, and a new trust snapshot.
+    NodesRevoke {
+        /// Node id `org/name`.
+        node_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Audit events at or after `since` (seconds since the epoch).
+    Audit {
+        /// Lower bound, seconds since the epoch.
+        since: Option<u64>,
+    },
+    /// A trust snapshot: the newest, or one version.
+    SnapshotGet {
+        /// The version; newest if absent.
+        version: Option<u64>,
+    },
+}
+
+/// Error classes of the admin API; the CLI maps them to exit codes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or a value is invalid.
+    BadRequest,
+    /// The thing named does not exist.
+    NotFound,
+    /// The request conflicts with the current state (already decided, already revoked).
+    Conflict,
+    /// The daemon failed (storage, signing); nothing was changed.
+    Internal,
+}
+
+/// An error answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// Class of the error.
+    pub kind: ErrorKind,
+    /// One line for the operator.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// One response line: `{"ok": ...}` or `{"error": {...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Success with a result (a record or a list of records).
+    Ok(serde_json::Value),
+    /// Failure.
+    Error(ApiError),
+}

@@ -1,0 +1,234 @@
+//! The authority's admin API server on `admin.sock` (see [`crate::admin`]).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use trellis_routing::NodeId;
+
+use super::store::tokens_spec;
+use super::{AuthorityError, Shared};
+use crate::admin::{
+    ApiError, AuthorityStatus, ErrorKind, Request, Response, TokenCreated, MAX_LINE_BYTES,
+};
+use crate::enroll::joinstring::JoinString;
+use crate::util::time::now_secs;
+use crate::util::unhex;
+
+/// Most concurrent admin connections.
+const MAX_CONNECTIONS: usize = 32;
+/// Longest token lifetime, seconds (30 days).
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Most uses of one token.
+const MAX_USES: u32 = 10_000;
+
+/// Binds the socket with mode 0600, replacing a stale socket file.
+pub(super) fn bind(path: &Path) -> Result<UnixListener, AuthorityError> {
+    let err = |e: std::io::Error| AuthorityError::Listen {
+        addr: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(AuthorityError::Listen {
+                addr: path.display().to_string(),
+                reason: "another daemon is serving this socket".into(),
+            });
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Accepts admin connections until aborted.
+pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    connection(stream, &shared).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "admin accept failed"),
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, shared: &Shared) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_LINE_BYTES as u64 * 64)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = if line.len() > MAX_LINE_BYTES {
+            Response::Error(ApiError::new(
+                ErrorKind::BadRequest,
+                "request line too long",
+            ))
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                Ok(request) => match dispatch(shared, request) {
+                    Ok(value) => Response::Ok(value),
+                    Err(e) => Response::Error(e),
+                },
+                Err(e) => Response::Error(ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!("bad request: {e}"),
+                )),
+            }
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_else(|_| {
+            b"{\"error\":{\"kind\":\"internal\",\"message\":\"encoding failed\"}}".to_vec()
+        });
+        out.push(b'\n');
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, message)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+}
+
+const OPERATOR: &str = "operator";
+
+fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiError> {
+    let now = now_secs();
+    let api = |e: super::store::StoreError| e.to_api();
+    match request {
+        Request::Status => {
+            let (nodes_active, nodes_revoked, joins_pending, tokens_active) =
+                shared.store().counts(now).map_err(api)?;
+            let snapshot_version = shared
+                .store()
+                .snapshot_envelope(None)
+                .map_err(api)?
+                .map_or(0, |(v, _)| v);
+            json(&AuthorityStatus {
+                org: shared.ca.org().as_str().to_owned(),
+                ca_fingerprint: shared.fingerprint.clone(),
+                listen: shared.advertise.to_string(),
+                snapshot_version,
+                nodes_active,
+                nodes_revoked,
+                joins_pending,
+                tokens_active,
+            })
+        }
+        Request::TokensCreate {
+            ttl_secs,
+            uses,
+            auto_approve,
+            roles,
+        } => {
+            if ttl_secs == 0 || ttl_secs > MAX_TTL_SECS {
+                return Err(bad(format!("ttl must be between 1 s and {MAX_TTL_SECS} s")));
+            }
+            if uses == 0 || uses > MAX_USES {
+                return Err(bad(format!("uses must be between 1 and {MAX_USES}")));
+            }
+            for role in &roles {
+                trellis_routing::OrgId::new(role)
+                    .map_err(|e| bad(format!("role {role:?}: {e}")))?;
+            }
+            let token = super::tokens::new_token().map_err(|_| {
+                ApiError::new(ErrorKind::Internal, "the system random generator failed")
+            })?;
+            let spec = tokens_spec(ttl_secs, uses, auto_approve, roles);
+            let info = shared
+                .store()
+                .create_token(&token, &spec, OPERATOR, now)
+                .map_err(api)?;
+            let ca_sha256 = unhex(shared.fingerprint.trim_start_matches("sha256:"))
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| ApiError::new(ErrorKind::Internal, "bad CA fingerprint"))?;
+            let join_string = JoinString {
+                org: shared.ca.org().clone(),
+                addr: shared.advertise,
+                ca_sha256,
+                token: format!("{}.{}", token.id, token.secret),
+            }
+            .encode();
+            tracing::info!(token = %info.id, uses, auto_approve, "join token created");
+            json(&TokenCreated {
+                id: info.id,
+                expires_at: info.expires_at,
+                max_uses: info.max_uses,
+                auto_approve: info.auto_approve,
+                roles: info.roles,
+                join_string,
+            })
+        }
+        Request::TokensList => json(&shared.store().list_tokens(now).map_err(api)?),
+        Request::TokensRevoke { id } => {
+            shared
+                .store()
+                .revoke_token(&id, OPERATOR, now)
+                .map_err(api)?;
+            let tokens = shared.store().list_tokens(now).map_err(api)?;
+            json(&tokens.into_iter().find(|t| t.id == id))
+        }
+        Request::JoinsList => json(&shared.store().list_joins().map_err(api)?),
+        Request::JoinsApprove { id } => {
+            let approved = shared
+                .store()
+                .approve_join(&id, &shared.ca, OPERATOR, now, shared.options.cert_lifetime)
+                .map_err(api)?;
+            shared.decided.notify_waiters();
+            tracing::info!(join = %id, node = %approved.0.node_id, "join approved");
+            json(&approved.0)
+        }
+        Request::JoinsReject { id, reason } => {
+            if reason.trim().is_empty() {
+                return Err(bad("a rejection needs a reason"));
+            }
+            let info = shared
+                .store()
+                .reject_join(&id, &reason, OPERATOR, now)
+                .map_err(api)?;
+            shared.decided.notify_waiters();
+            json(&info)
+        }
+        Request::NodesList => json(&shared.store().list_nodes().map_err(api)?),
+        Request::NodesRevoke { node_id, reason } => {
+            let node =
+                NodeId::new(&node_id).map_err(|e| bad(format!("node id {node_id:?}: {e}")))?;
+            if !node.in_org(shared.ca.org()) {
+                return Err(bad(format!(
+                    "{node_id} is not in org {}",
+                    shared.ca.org().as_str()
+                )));
+            }
+            if reason.trim().is_empty() {
+                return Err(bad("a revocation needs a reason"));
+            }
+            let revoked = shared
+                .store()
+                .revoke_node(&node_id, &reason, &shared.ca, OPERATOR, now)
+                .map_err(api)?;
+            tracing::info!(node = %node_id, snapshot = revoked.snapshot_version, "node revoked");
+            json(&revoked)
+        }
+        Request::Audit { since } => {
+            json(&shared.store().list_audit(since.unwrap_or(0)).map_err(api)?)
+        }
+        Request::SnapshotGet { version } => {
+            json(&shared.store().snapshot_info(version).map_err(api)?)
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The authority role: `trellisd authority init` and `trellisd authority run`.
+//!
+//! An org's authority approves joins and issues certificates; nothing on a routing path
+//! depends on it (docs/security.md). It listens for enrollment over QUIC
+//! ([`crate::enroll::ALPN`], server-authenticated by a certificate from the org CA) and
+//! serves the admin API on `DATA_DIR/admin.sock`.
+//!
+//! Data dir (mode 0700): `ca.key` and `authority.key` (0600), `ca.crt`, `authority.db`
+//! (SQLite, WAL), `admin.sock` (0600).
+
+mod admin_server;
+pub mod limiter;
+mod server;
+pub mod store;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use trellis_routing::OrgId;
+
+use crate::pki::{self, Ca, PkiError};
+use crate::util::files::{private_dir, read_secret, write_atomic, write_secret_new};
+use crate::util::time::now_secs;
+use limiter::FailureLimiter;
+use store::{Store, StoreError};
+
+/// Why the authority could not start or initialise.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The data dir already holds an authority.
+    #[error("{0} already holds an authority (ca.key exists); refusing to overwrite it")]
+    AlreadyInitialised(String),
+    /// The data dir holds no authority.
+    #[error("{0} holds no authority; run `trellisd authority init` first")]
+    NotInitialised(String),
+    /// Key or certificate handling failed.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listener could not be set up.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Bad option value.
+    #[error("{0}")]
+    Config(String),
+}
+
+fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuthorityError + '_ {
+    move |e| AuthorityError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The files of an authority's data dir.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The data dir.
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    /// The CA private key (0600).
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    /// The CA certificate, PEM.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    /// The authority's TLS key (0600).
+    pub fn authority_key(&self) -> PathBuf {
+        self.dir.join("authority.key")
+    }
+    /// The SQLite store.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("authority.db")
+    }
+    /// The admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+}
+
+/// What `authority init` made.
+#[derive(Debug, serde::Serialize)]
+pub struct Initialised {
+    /// The org.
+    pub org: String,
+    /// CA fingerprint, `sha256:HEX`.
+    pub ca_fingerprint: String,
+    /// Path of the CA certificate.
+    pub ca_cert: String,
+    /// First trust snapshot version.
+    pub snapshot_version: u64,
+}
+
+/// Creates the org CA, the authority key and the store in `dir`.
+pub fn init(dir: &Path, org: &OrgId) -> Result<Initialised, AuthorityError> {
+    let paths = Paths {
+        dir: dir.to_owned(),
+    };
+    private_dir(dir).map_err(file_err(dir))?;
+    if paths.ca_key().exists() {
+        return Err(AuthorityError::AlreadyInitialised(
+            dir.display().to_string(),
+        ));
+    }
+    let now = now_secs();
+    let ca_key = pki::generate_key()?;
+    let ca_der = pki::ca_certificate(org, &ca_key, now)?;
+    let authority_key = pki::generate_key()?;
+    let ca_path = paths.ca_key();
+    write_secret_new(&ca_path, ca_key.serialize_pem().as_bytes()).map_err(file_err(&ca_path))?;
+    let key_path = paths.authority_key();
+    write_secret_new(&key_path, authority_key.serialize_pem().as_bytes())
+        .map_err(file_err(&key_path))?;
+    let cert_path = paths.ca_cert();
+    write_atomic(&cert_path, pki::der_to_pem(&ca_der).as_bytes(), 0o644)
+        .map_err(file_err(&cert_path))?;
+    let fingerprint = pki::fingerprint(&ca_der);
+    let ca = Ca::load(org.clone(), ca_der, ca_key)?;
+    let mut store = Store::open(&paths.db())?;
+    store.set_meta("org", org.as_str())?;
+    store.audit(
+        now,
+        "operator",
+        "authority.init",
+        org.as_str(),
+        &format!("ca={fingerprint}"),
+    )?;
+    let snapshot_version = store.refresh_snapshot(&ca, now)?;
+    Ok(Initialised {
+        org: org.as_str().to_owned(),
+        ca_fingerprint: fingerprint,
+        ca_cert: cert_path.display().to_string(),
+        snapshot_version,
+    })
+}
+
+/// Options of `authority run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Enrollment listen address.
+    pub listen: SocketAddr,
+    /// Address put in join strings (defaults to `listen`).
+    pub advertise: Option<SocketAddr>,
+    /// Lifetime of issued node certificates, seconds.
+    pub cert_lifetime: u64,
+    /// How long a join request waits for an operator, seconds.
+    pub join_wait: u64,
+    /// Failed join attempts allowed per source per window.
+    pub max_failures: u32,
+    /// Rate-limit window, seconds.
+    pub failure_window: u64,
+}
+
+impl RunOptions {
+    /// Defaults for `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            advertise: None,
+            cert_lifetime: pki::NODE_CERT_LIFETIME_SECS,
+            join_wait: 15 * 60,
+            max_failures: 5,
+            failure_window: 60,
+        }
+    }
+}
+
+/// State shared by the enrollment server and the admin API.
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    ca: Ca,
+    limiter: Mutex<FailureLimiter>,
+    decided: tokio::sync::Notify,
+    options: RunOptions,
+    advertise: SocketAddr,
+    fingerprint: String,
+}
+
+impl Shared {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions
+        // roll back), so a poisoned lock is still usable.
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, FailureLimiter> {
+        self.limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn load(paths: &Paths, options: RunOptions) -> Result<(Shared, rcgen::KeyPair), AuthorityError> {
+    if !paths.ca_key().exists() {
+        return Err(AuthorityError::NotInitialised(
+            paths.dir.display().to_string(),
+        ));
+    }
+    let store = Store::open(&paths.db())?;
+    let org = store
+        .meta("org")?
+        .ok_or_else(|| AuthorityError::NotInitialised(paths.dir.display().to_string()))?;
+    let org = OrgId::new(&org).map_err(|e| AuthorityError::Config(format!("stored org: {e}")))?;
+    let ca_key_path = paths.ca_key();
+    let ca_key = pki::load_key(&read_secret(&ca_key_path).map_err(file_err(&ca_key_path))?)?;
+    let ca_cert_path = paths.ca_cert();
+    let ca_der = pki::pem_to_der(&std::fs::read(&ca_cert_path).map_err(file_err(&ca_cert_path))?)?;
+    let key_path = paths.authority_key();
+    let authority_key = pki::load_key(&read_secret(&key_path).map_err(file_err(&key_path))?)?;
+    let fingerprint = pki::fingerprint(&ca_der);
+    let ca = Ca::load(org, ca_der, ca_key)?;
+    let advertise = options.advertise.unwrap_or(options.listen);
+    let limiter = FailureLimiter::new(options.max_failures, options.failure_window);
+    Ok((
+        Shared {
+            store: Mutex::new(store),
+            ca,
+            limiter: Mutex::new(limiter),
+            decided: tokio::sync::Notify::new(),
+            options,
+            advertise,
+            fingerprint,
+        },
+        authority_key,
+    ))
+}
+
+/// Runs the authority until SIGINT or SIGTERM.
+pub async fn run(dir: &Path, options: RunOptions) -> Result<(), AuthorityError> {
+    let paths = Paths {
+        dir: dir.to_owned(),
+    };
+    let (shared, authority_key) = load(&paths, options)?;
+    let now = now_secs();
+    let version = shared.store().refresh_snapshot(&shared.ca, now)?;
+    let issued = shared.ca.issue_authority(&authority_key, now)?;
+    let chain = vec![issued.der.into(), shared.ca.der().to_vec().into()];
+    let config = crate::tls::authority_server(
+        chain,
+        crate::tls::private_key(authority_key.serialize_der()),
+        shared.ca.der(),
+        crate::enroll::ALPN,
+    )
+    .map_err(|e| AuthorityError::Config(e.to_string()))?;
+    let listen = shared.options.listen;
+    let endpoint = quinn::Endpoint::server(config, listen).map_err(|e| AuthorityError::Listen {
+        addr: listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    let bound = endpoint.local_addr().map_err(|e| AuthorityError::Listen {
+        addr: listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    let admin = admin_server::bind(&paths.admin_socket())?;
+    let shared = Arc::new(Shared {
+        advertise: if shared.options.advertise.is_none() {
+            bound
+        } else {
+            shared.advertise
+        },
+        ..shared
+    });
+    tracing::info!(
+        org = shared.ca.org().as_str(),
+        listen = %bound,
+        ca = %shared.fingerprint,
+        snapshot = version,
+        "authority running"
+    );
+    println!(
+        "authority {} listening on {bound} (CA {}); admin socket {}",
+        shared.ca.org().as_str(),
+        shared.fingerprint,
+        paths.admin_socket().display()
+    );
+
+    let refresher = tokio::spawn(refresh_loop(shared.clone()));
+    let admin_task = tokio::spawn(admin_server::serve(admin, shared.clone()));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| AuthorityError::Config(format!("cannot watch SIGTERM: {e}")))?;
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => { tokio::spawn(server::handle(shared.clone(), incoming)); }
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    tracing::info!("authority stopping");
+    refresher.abort();
+    admin_task.abort();
+    endpoint.close(0u32.into(), b"authority stopping");
+    let _ = std::fs::remove_file(paths.admin_socket());
+    tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle())
+        .await
+        .ok();
+    Ok(())
+}
+
+/// Re-signs the trust snapshot before it expires, checked hourly.
+async fn refresh_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let result = shared.store().refresh_snapshot(&shared.ca, now_secs());
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot refresh the trust snapshot");
+        }
+    }
+}
