@@ -1,0 +1,143 @@
+//! `trellis`: the operator CLI. A thin client of the daemon's admin API on
+//! `DATA_DIR/admin.sock`, plus node-local commands that work on a node's data dir.
+//!
+//! Tables for people, `--json` for scripts. Exit codes (docs/operations.md): 0 success;
+//! 1 refused (not found, conflict, rejected); 2 usage or bad value; 3 the daemon or the
+//! authority is not reachable; 4 timed out; 5 security check failed; 6 local failure.
+
+mod authority;
+mod local;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "trellis",
+    version,
+    about = "Operate Trellis daemons and authorities"
+)]
+struct Cli {
+    /// Admin socket (default: DATA_DIR/admin.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// The daemon's data dir (authority or node).
+    #[arg(long, global = true, env = "TRELLIS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Authority status.
+    Status,
+    /// Join tokens.
+    #[command(subcommand)]
+    Tokens(authority::Tokens),
+    /// Join requests.
+    #[command(subcommand)]
+    Joins(authority::Joins),
+    /// Enrolled nodes.
+    #[command(subcommand)]
+    Nodes(authority::Nodes),
+    /// Token, join, certificate and revocation events.
+    Audit {
+        /// Only events since this long ago (30m, 2h, 1d) or this time (2026-11-23T10:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Trust snapshots.
+    #[command(subcommand)]
+    Snapshot(local::Snapshot),
+    /// This node's certificate.
+    #[command(subcommand)]
+    Cert(local::Cert),
+}
+
+/// A failure: exit code and one line.
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: u8, message: impl std::fmt::Display) -> Self {
+        Self {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Where the CLI looks for things.
+pub struct Context {
+    socket: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    json: bool,
+}
+
+impl Context {
+    /// The admin socket path.
+    pub fn socket(&self) -> Result<PathBuf, Failure> {
+        match (&self.socket, &self.data_dir) {
+            (Some(socket), _) => Ok(socket.clone()),
+            (None, Some(dir)) => Ok(dir.join("admin.sock")),
+            (None, None) => Err(Failure::new(
+                2,
+                "say which daemon: --data-dir DIR or --socket PATH",
+            )),
+        }
+    }
+
+    /// The data dir (node-local commands).
+    pub fn data_dir(&self) -> Result<PathBuf, Failure> {
+        self.data_dir
+            .clone()
+            .ok_or_else(|| Failure::new(2, "this command needs the node's --data-dir DIR"))
+    }
+
+    /// Prints `value` as JSON, or `human` otherwise.
+    pub fn print<T: serde::Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            print!("{}", human(value));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context {
+        socket: cli.socket,
+        data_dir: cli.data_dir,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Status => authority::status(&ctx),
+        Command::Tokens(cmd) => authority::tokens(&ctx, cmd),
+        Command::Joins(cmd) => authority::joins(&ctx, cmd),
+        Command::Nodes(cmd) => authority::nodes(&ctx, cmd),
+        Command::Audit { since } => authority::audit(&ctx, since.as_deref()),
+        Command::Snapshot(cmd) => local::snapshot(&ctx, cmd),
+        Command::Cert(cmd) => local::cert(&ctx, cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
