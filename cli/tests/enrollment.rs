@@ -272,6 +272,33 @@ fn refusals_are_one_line_with_meaningful_exit_codes() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("unknown host"), "{}", stderr(&out));
 
+    // Nobody approves within the node's timeout: exit 4, and the token use is given back.
+    let once = authority.token(&[]);
+    let out = spawn_join(&scratch.join("t"), "t", &once, &["--timeout", "1s"])
+        .wait_with_output()
+        .expect("join");
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while authority
+        .json(&["joins", "list", "--pending"])
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned join stays pending"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let child = spawn_join(&scratch.join("t"), "t", &once, &[]);
+    let id = authority.pending_join("acme/t");
+    authority.json(&["joins", "approve", &id]);
+    assert_eq!(
+        code(&child.wait_with_output().expect("join")),
+        0,
+        "the same join string works again"
+    );
+
     // Expired token.
     let short = authority.token(&["--ttl", "1s"]);
     std::thread::sleep(std::time::Duration::from_millis(2100));

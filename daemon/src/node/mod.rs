@@ -77,11 +77,7 @@ pub struct NodeStore {
 impl NodeStore {
     /// Opens (creating) the store.
     pub fn open(path: &Path) -> Result<Self, NodeStoreError> {
-        let conn = Connection::open(path)?;
-        crate::util::files::restrict(path);
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = crate::util::files::open_sqlite(path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS trust_snapshots(

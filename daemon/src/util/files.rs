@@ -44,6 +44,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Opens a store: owner-only file, WAL, `synchronous=FULL` (a committed transaction
+/// survives power loss), and a 5 s busy timeout for a second process on the same file.
+pub fn open_sqlite(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    restrict(path);
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
 /// Makes a store file readable by its owner only (0600); SQLite gives its `-wal` and
 /// `-shm` files the same mode. Best effort: the data dir is 0700 in any case.
 pub fn restrict(path: &Path) {

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use rusqlite::{params, OptionalExtension};
 use trellis_routing::NodeId;
 
-use super::{audit, conflict, json_list, list_json, not_found, to_i64, to_u64, Store, StoreError};
+use super::{
+    audit, conflict, insert_cert, json_list, list_json, not_found, to_i64, to_u64, Store,
+    StoreError,
+};
 use crate::admin::JoinInfo;
 use crate::authority::tokens;
 use crate::enroll::ErrorCode;
@@ -328,23 +331,11 @@ impl Store {
         }
         let request = pki::parse_csr(&csr)?;
         let issued = ca.issue_node(&node, &request.public_key, now, lifetime)?;
-        let serial = hex(&issued.serial);
         tx.execute(
             "INSERT INTO nodes(node_id, public_key, roles, state, joined_at) VALUES(?1, ?2, ?3, 'active', ?4)",
             params![node_id, rcgen::PublicKeyData::der_bytes(&request.public_key), roles, to_i64(now)],
         )?;
-        tx.execute(
-            "INSERT INTO certs(serial, node_id, not_before, not_after, issued_at, reason, der)
-             VALUES(?1, ?2, ?3, ?4, ?5, 'join', ?6)",
-            params![
-                serial,
-                node_id,
-                to_i64(issued.not_before),
-                to_i64(issued.not_after),
-                to_i64(now),
-                issued.der
-            ],
-        )?;
+        let serial = insert_cert(&tx, &issued, &node_id, "join", now)?;
         tx.execute(
             "UPDATE joins SET state='approved', decided_at=?2, serial=?3 WHERE id=?1",
             params![id, to_i64(now), serial],

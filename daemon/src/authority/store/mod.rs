@@ -119,11 +119,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        crate::util::files::restrict(path);
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = crate::util::files::open_sqlite(path)?;
         conn.execute_batch(SCHEMA)?;
         let version: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
@@ -216,6 +212,31 @@ impl Store {
             )?,
         ))
     }
+}
+
+/// Records an issued certificate inside the caller's transaction; returns its hex serial.
+pub(crate) fn insert_cert(
+    conn: &Connection,
+    issued: &crate::pki::Issued,
+    node_id: &str,
+    reason: &str,
+    now: u64,
+) -> Result<String, StoreError> {
+    let serial = crate::util::hex(&issued.serial);
+    conn.execute(
+        "INSERT INTO certs(serial, node_id, not_before, not_after, issued_at, reason, der)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            serial,
+            node_id,
+            to_i64(issued.not_before),
+            to_i64(issued.not_after),
+            to_i64(now),
+            reason,
+            issued.der
+        ],
+    )?;
+    Ok(serial)
 }
 
 /// Appends an audit event inside the caller's transaction.

@@ -5,7 +5,9 @@ use trellis_policy::TrustSnapshot;
 use trellis_routing::NodeId;
 
 use super::joins::Refusal;
-use super::{audit, conflict, json_list, not_found, to_i64, to_u64, Store, StoreError};
+use super::{
+    audit, conflict, insert_cert, json_list, not_found, to_i64, to_u64, Store, StoreError,
+};
 use crate::admin::{NodeInfo, Revoked, SnapshotInfo};
 use crate::enroll::ErrorCode;
 use crate::pki::{Ca, Issued, PkiError};
@@ -157,19 +159,7 @@ impl Store {
             )));
         }
         let issued = ca.issue_node(node, public_key, now, lifetime)?;
-        let new_serial = hex(&issued.serial);
-        tx.execute(
-            "INSERT INTO certs(serial, node_id, not_before, not_after, issued_at, reason, der)
-             VALUES(?1, ?2, ?3, ?4, ?5, 'renew', ?6)",
-            params![
-                new_serial,
-                id,
-                to_i64(issued.not_before),
-                to_i64(issued.not_after),
-                to_i64(now),
-                issued.der
-            ],
-        )?;
+        let new_serial = insert_cert(&tx, &issued, id, "renew", now)?;
         audit(
             &tx,
             now,

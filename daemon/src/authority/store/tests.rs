@@ -67,6 +67,22 @@ fn join_request(token: &str, name: &str) -> (NewJoin, rcgen::KeyPair) {
     (join, key)
 }
 
+/// A node enrolled through a one-use token and an approval: its certificate and key.
+fn enrolled(f: &mut Fixture, name: &str) -> (crate::pki::Issued, rcgen::KeyPair) {
+    let (_, full) = token(&mut f.store, 1, true, &[]);
+    let (join, key) = join_request(&full, name);
+    let admission = f
+        .store
+        .begin_join(&join, NOW)
+        .expect("store")
+        .expect("admitted");
+    let (_, issued) = f
+        .store
+        .approve_join(&admission.join_id, &f.ca, "operator", NOW, 3600)
+        .expect("approve");
+    (issued, key)
+}
+
 fn refusal_code(result: Result<Result<Admission, Refusal>, StoreError>) -> ErrorCode {
     match result.expect("store") {
         Ok(a) => panic!("admitted {a:?}"),
@@ -258,17 +274,7 @@ fn an_expired_join_gives_the_token_use_back_and_a_rejected_one_does_not() {
 fn revocation_publishes_a_newer_snapshot_that_names_the_node_and_blocks_renewal() {
     let mut f = fixture("revoke");
     let v1 = f.store.refresh_snapshot(&f.ca, NOW).expect("snapshot");
-    let (_, full) = token(&mut f.store, 1, true, &[]);
-    let (join, key) = join_request(&full, "bad");
-    let admission = f
-        .store
-        .begin_join(&join, NOW)
-        .expect("store")
-        .expect("admitted");
-    let (_, issued) = f
-        .store
-        .approve_join(&admission.join_id, &f.ca, "operator", NOW, 3600)
-        .expect("approve");
+    let (issued, key) = enrolled(&mut f, "bad");
     let node = NodeId::new("acme/bad").expect("node");
     let csr = pki::parse_csr(&pki::csr(&key).expect("csr")).expect("parse");
     let renewed = f
@@ -323,17 +329,7 @@ fn revocation_publishes_a_newer_snapshot_that_names_the_node_and_blocks_renewal(
 #[test]
 fn renewal_with_another_key_is_refused() {
     let mut f = fixture("renew-key");
-    let (_, full) = token(&mut f.store, 1, true, &[]);
-    let (join, _) = join_request(&full, "n");
-    let admission = f
-        .store
-        .begin_join(&join, NOW)
-        .expect("store")
-        .expect("admitted");
-    let (_, issued) = f
-        .store
-        .approve_join(&admission.join_id, &f.ca, "operator", NOW, 3600)
-        .expect("approve");
+    let (issued, _) = enrolled(&mut f, "n");
     let other = pki::generate_key().expect("key");
     let csr = pki::parse_csr(&pki::csr(&other).expect("csr")).expect("parse");
     let node = NodeId::new("acme/n").expect("node");
