@@ -351,6 +351,12 @@ struct SignedEnvelope {
 
   signature @4 :Data;
   # The signature.
+
+  certificate @5 :Data;
+  # Signer's X.509 certificate (DER) for node-signed documents (manifests, table
+  # snapshots), so a receiver can verify a signer it has never peered with: the certificate
+  # must chain to the CA trusted for the signer's org, name the signer in its URI SAN, and
+  # not be revoked. Empty for trust snapshots (verified with the org CA).
 }
 
 # ---------------------------------------------------------------------------------------

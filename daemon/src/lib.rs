@@ -8,8 +8,11 @@
 
 pub mod admin;
 pub mod authority;
+pub mod codec;
 pub mod enroll;
 pub mod node;
 pub mod pki;
+pub mod session;
 pub mod tls;
+pub mod transport;
 pub mod util;

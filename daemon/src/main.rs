@@ -71,6 +71,18 @@ enum AuthorityCommand {
 
 #[derive(Subcommand)]
 enum NodeCommand {
+    /// Run the node: peer over QUIC/mTLS, exchange routes, serve DATA_DIR/admin.sock.
+    Run {
+        /// Node data dir (made by `node join`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Node config (TOML); TRELLIS_* variables and flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// QUIC listen address (overrides the config).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Join an org with a join string from `trellis tokens create`.
     Join {
         /// Node data dir (created with mode 0700).
@@ -173,6 +185,22 @@ fn main() -> ExitCode {
                 Err(e) => fail(6, e),
             }
         }
+        Command::Node(NodeCommand::Run {
+            data_dir,
+            config,
+            listen,
+        }) => {
+            let config = match node_config(&data_dir, config.as_deref(), listen) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match runtime.block_on(trellis_daemon::node::run::run(&data_dir, config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ trellis_daemon::node::run::NodeError::Config(_)) => fail(2, e),
+                Err(e @ trellis_daemon::node::run::NodeError::Listen { .. }) => fail(3, e),
+                Err(e) => fail(6, e),
+            }
+        }
         Command::Node(NodeCommand::Join {
             data_dir,
             name,
@@ -237,4 +265,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The node config: the file (or defaults), then `TRELLIS_*` variables, then flags.
+fn node_config(
+    data_dir: &std::path::Path,
+    file: Option<&std::path::Path>,
+    listen: Option<SocketAddr>,
+) -> Result<trellis_daemon::node::config::NodeConfig, ExitCode> {
+    use trellis_daemon::node::config::NodeConfig;
+    let store =
+        trellis_daemon::node::NodeStore::open(&trellis_daemon::node::Paths::new(data_dir).db())
+            .map_err(|e| fail(6, e))?;
+    let enrollment = store.enrollment().map_err(|e| fail(2, e))?;
+    let org = OrgId::new(&enrollment.org).map_err(|e| fail(6, e))?;
+    let mut config = match file {
+        Some(path) => NodeConfig::load(path, &org).map_err(|e| fail(2, e))?,
+        None => {
+            NodeConfig::minimal(listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7201))))
+        }
+    };
+    config
+        .apply_env(|k| std::env::var(k).ok())
+        .map_err(|e| fail(2, e))?;
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    Ok(config)
 }

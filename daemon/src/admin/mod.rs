@@ -6,8 +6,10 @@
 //! daemon answered.
 
 pub mod client;
+mod node_records;
 mod records;
 
+pub use node_records::*;
 pub use records::*;
 
 use serde::{Deserialize, Serialize};
@@ -72,6 +74,55 @@ pub enum Request {
         /// The version; newest if absent.
         version: Option<u64>,
     },
+    /// Node: configured peers and their sessions.
+    PeersList,
+    /// Node: one peer in detail.
+    PeersShow {
+        /// Node id.
+        node_id: String,
+    },
+    /// Node: add a peer of this node's org at runtime (kept across restarts).
+    PeersAdd {
+        /// Node id.
+        node_id: String,
+        /// Its QUIC address.
+        address: String,
+        /// Link cost (default 10).
+        link_cost: Option<u32>,
+    },
+    /// Node: remove a peer (its session is closed, its routes withdrawn).
+    PeersRemove {
+        /// Node id.
+        node_id: String,
+    },
+    /// Node: close the session with a peer; it is redialed.
+    PeersReset {
+        /// Node id.
+        node_id: String,
+    },
+    /// Node: the best route of every service.
+    RoutesList,
+    /// Node: every path of one service.
+    RoutesShow {
+        /// Service name (an aggregate or a name resolved by longest suffix).
+        service: String,
+    },
+    /// Node: originate a service.
+    RoutesAdvertise {
+        /// Service name.
+        service: String,
+        /// Where the service listens, HOST:PORT.
+        endpoint: String,
+        /// `tcp`, `http` or `grpc`.
+        protocol: String,
+    },
+    /// Node: stop originating a service.
+    RoutesWithdraw {
+        /// Service name.
+        service: String,
+    },
+    /// Node: this node, its peers and the sessions between them.
+    Topology,
 }
 
 /// Error classes of the admin API; the CLI maps them to exit codes.

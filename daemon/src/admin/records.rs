@@ -143,6 +143,8 @@ pub struct SnapshotInfo {
 /// Authority status.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuthorityStatus {
+    /// Always `authority`.
+    pub role: String,
     /// Org.
     pub org: String,
     /// CA fingerprint, `sha256:HEX`.

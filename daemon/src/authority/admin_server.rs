@@ -120,6 +120,7 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
                 .map_err(api)?
                 .map_or(0, |(v, _)| v);
             json(&AuthorityStatus {
+                role: "authority".into(),
                 org: shared.ca.org().as_str().to_owned(),
                 ca_fingerprint: shared.fingerprint.clone(),
                 listen: shared.advertise.to_string(),
@@ -230,5 +231,8 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
         Request::SnapshotGet { version } => {
             json(&shared.store().snapshot_info(version).map_err(api)?)
         }
+        other => Err(bad(format!(
+            "{other:?} is a node command; this is an authority"
+        ))),
     }
 }

@@ -445,6 +445,29 @@ pub async fn renew(data_dir: &Path) -> Result<Enrolled, ClientError> {
     }
 }
 
+/// Fetches the authority's newest trust snapshot without applying it (`None`: nothing
+/// newer than what `node.db` holds). The node daemon applies it in its routing loop.
+pub async fn fetch_snapshot_bytes(data_dir: &Path) -> Result<Option<Vec<u8>>, ClientError> {
+    let paths = Paths::new(data_dir);
+    let id = identity(&paths)?;
+    let have = NodeStore::open(&paths.db())?.snapshot_version(&id.enrollment.org)?;
+    let mut session = authenticated(&id).await?;
+    session
+        .send(&Request::Snapshot {
+            have_version: have.unwrap_or(0),
+        })
+        .await?;
+    let response = session.receive().await;
+    session.close().await;
+    match response? {
+        Response::Snapshot(bytes) if bytes.is_empty() => Ok(None),
+        Response::Snapshot(bytes) => Ok(Some(bytes)),
+        other => Err(ClientError::Protocol(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
 /// Fetches the authority's newest trust snapshot and applies it; returns the stored version.
 pub async fn fetch_snapshot(data_dir: &Path) -> Result<u64, ClientError> {
     let paths = Paths::new(data_dir);

@@ -10,6 +10,15 @@ use rusqlite::{params, Connection, OptionalExtension};
 use trellis_policy::snapshot::{self, SnapshotError};
 use trellis_policy::TrustSnapshot;
 
+pub mod admin_server;
+pub mod config;
+pub mod peering;
+pub mod route_store;
+pub mod routing_loop;
+pub mod run;
+pub mod trust;
+pub mod view;
+
 /// The files of a node's data dir.
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -132,6 +141,18 @@ impl NodeStore {
             )
             .optional()?;
         Ok(v.map(|v| u64::try_from(v).unwrap_or(0)))
+    }
+
+    /// The stored snapshot envelope of `org`.
+    pub fn snapshot_envelope(&self, org: &str) -> Result<Option<Vec<u8>>, NodeStoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT envelope FROM trust_snapshots WHERE org=?1",
+                [org],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Verifies a snapshot of `org` against `ca_der` and the stored version without

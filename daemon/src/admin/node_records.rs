@@ -1,0 +1,119 @@
+//! Records a node daemon's admin API returns (and `trellis --json` prints).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Node status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Always `node`.
+    pub role: String,
+    /// This node.
+    pub node_id: String,
+    /// QUIC listen address.
+    pub listen: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Peers configured.
+    pub peers_configured: usize,
+    /// Sessions established.
+    pub peers_up: usize,
+    /// Services with a usable best route.
+    pub routes: usize,
+    /// Services this node originates.
+    pub originated: usize,
+    /// Trust snapshot version held for the own org.
+    pub snapshot_version: u64,
+    /// Expiry of the node certificate.
+    pub cert_not_after: u64,
+    /// Counters: bad input from peers, manifests rejected, sessions, updates.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// A peer and its session.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Node id.
+    pub node_id: String,
+    /// Address dialed (empty for passive peers).
+    pub address: String,
+    /// `internal`, `customer`, `peer` or `provider`.
+    pub role: String,
+    /// Where it is configured: `config`, `admin`, or the peering config file.
+    pub source: String,
+    /// `up`, `connecting` or `down`.
+    pub state: String,
+    /// When the state last changed, seconds since the epoch.
+    pub since: u64,
+    /// Paths held from it.
+    pub routes_received: usize,
+    /// Link cost.
+    pub link_cost: u32,
+    /// Last keepalive round trip, microseconds.
+    pub rtt_us: Option<u64>,
+    /// Why the last session ended.
+    pub last_error: Option<String>,
+    /// Sessions established with it since start.
+    pub sessions: u64,
+}
+
+/// The best route of a service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// Service.
+    pub service: String,
+    /// Next hop; `None` when this node originates it.
+    pub next_hop: Option<String>,
+    /// Path, nearest hop first.
+    pub path: Vec<String>,
+    /// Metric including the link cost.
+    pub metric: u64,
+    /// Origin node.
+    pub origin: String,
+    /// `tcp`, `http`, `grpc` or `unspecified`.
+    pub protocol: String,
+    /// Local endpoint, for services this node originates.
+    pub endpoint: Option<String>,
+}
+
+/// One path of a service (`routes show`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PathInfo {
+    /// Peer it came from; `None` for this node's own.
+    pub from: Option<String>,
+    /// Path, nearest hop first.
+    pub path: Vec<String>,
+    /// Metric including the link cost.
+    pub metric: u64,
+    /// Origin node.
+    pub origin: String,
+    /// The origin's manifest lists it.
+    pub valid: bool,
+    /// Kept across a graceful restart.
+    pub stale: bool,
+    /// The best path.
+    pub best: bool,
+}
+
+/// Every path of one service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteDetail {
+    /// The service asked for.
+    pub service: String,
+    /// The table entry it resolved to (itself, or the longest matching aggregate).
+    pub matched: Option<String>,
+    /// Paths, best first.
+    pub paths: Vec<PathInfo>,
+}
+
+/// This node and its sessions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Topology {
+    /// This node.
+    pub node_id: String,
+    /// Its peers.
+    pub peers: Vec<PeerInfo>,
+    /// Origins whose routes this node holds, with the next hop used.
+    pub origins: BTreeMap<String, Option<String>>,
+}

@@ -1,0 +1,213 @@
+//! [`NodeSignatures`]: the daemon's [`Signatures`] for origin manifests, with the node's
+//! P-384 key and the trust store (docs/protocol.md, "Origin manifests and signing").
+//!
+//! Signing: ECDSA P-384/SHA-384 over the envelope signing input of kind `originManifest`
+//! and the canonical payload ([`manifest_payload`]) issued now; the result is the blob of
+//! [`super::manifest`] carrying this node's certificate, so any receiver can verify it,
+//! including one that never peered with this node.
+//!
+//! Verification of `manifest` with a blob, in this order; the first failure is the
+//! [`VerifyError`]'s one-line reason:
+//!
+//! 1. the blob splits and its certificate is a node certificate naming `manifest.origin`;
+//! 2. the certificate chains, now, to a CA trusted for the origin's org
+//!    ([`TrustStore::cas_for`]; a CA never vouches for another org), with the
+//!    `clientAuth` usage every node certificate has;
+//! 3. neither the certificate's serial nor the node is revoked ([`TrustStore::is_revoked`]);
+//! 4. the signature verifies with the certificate's key.
+//!
+//! The routing core calls `verify` once per received manifest and caches the outcome.
+//! Node certificates live a day, so a node re-signs its manifest (a new version) after it
+//! renews its certificate, or manifests relayed later stop verifying.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::signature::EcdsaKeyPair;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use trellis_policy::envelope::{Envelope, Kind};
+use trellis_routing::{NodeId, OriginManifest, Signatures, VerifyError};
+use webpki::{EndEntityCert, KeyUsage};
+
+use super::manifest::{join_blob, manifest_payload, split_blob, MAX_CERTIFICATE_BYTES};
+use super::CodecError;
+use crate::node::trust::TrustStore;
+use crate::pki::{self, NodeCert};
+
+/// A clock: milliseconds since the Unix epoch.
+type Clock = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// Signs this node's origin manifests and verifies other nodes' (see the module docs).
+pub struct NodeSignatures {
+    local: NodeId,
+    key: EcdsaKeyPair,
+    cert_der: Vec<u8>,
+    trust: Arc<TrustStore>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for NodeSignatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSignatures")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The system clock in milliseconds since the Unix epoch (0 before it).
+fn system_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl NodeSignatures {
+    /// Signs as `local` with `key`, whose certificate is `cert_der`; verifies against
+    /// `trust`. Uses the system clock.
+    ///
+    /// Fails with [`CodecError::Local`] if the key is not ECDSA P-384, or the certificate
+    /// is not a node certificate of `local` for that key.
+    pub fn new(
+        local: NodeId,
+        key: &rcgen::KeyPair,
+        cert_der: Vec<u8>,
+        trust: Arc<TrustStore>,
+    ) -> Result<Self, CodecError> {
+        let local_err = |why: String| CodecError::Local(format!("{local}: {why}"));
+        let signing = pki::signing_key(key).map_err(|e| local_err(e.to_string()))?;
+        if cert_der.len() > MAX_CERTIFICATE_BYTES {
+            return Err(local_err(format!(
+                "certificate is {} bytes, the limit is {MAX_CERTIFICATE_BYTES}",
+                cert_der.len()
+            )));
+        }
+        let cert = pki::parse_node_cert(&cert_der).map_err(|e| local_err(e.to_string()))?;
+        if cert.node != local {
+            return Err(local_err(format!("the certificate names {}", cert.node)));
+        }
+        if cert.public_key != key.public_key_raw() {
+            return Err(local_err("the certificate is for another key".into()));
+        }
+        Ok(Self {
+            local,
+            key: signing,
+            cert_der,
+            trust,
+            clock: Box::new(system_clock_ms),
+        })
+    }
+
+    /// Replaces the clock (milliseconds since the Unix epoch): simulated time in tests.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// The node this signs for.
+    pub fn local(&self) -> &NodeId {
+        &self.local
+    }
+
+    /// Checks that `der` is a certificate of `origin`, chaining at `now_ms` to a CA
+    /// trusted for its org, and not revoked. Returns what it says; the reason otherwise.
+    fn check_certificate(
+        &self,
+        origin: &NodeId,
+        der: &[u8],
+        now_ms: u64,
+    ) -> Result<NodeCert, String> {
+        let cert = pki::parse_node_cert(der).map_err(|e| format!("certificate: {e}"))?;
+        if &cert.node != origin {
+            return Err(format!("certificate names {}, not {origin}", cert.node));
+        }
+        let org = origin.org();
+        let cas: Vec<CertificateDer<'static>> = self
+            .trust
+            .cas_for(&org)
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
+        if cas.is_empty() {
+            return Err(format!("no CA is trusted for {org}"));
+        }
+        // A CA that does not parse as a trust anchor cannot vouch; the others still may.
+        let anchors: Vec<_> = cas
+            .iter()
+            .filter_map(|ca| webpki::anchor_from_trusted_cert(ca).ok())
+            .collect();
+        let leaf_der = CertificateDer::from(der);
+        let leaf = EndEntityCert::try_from(&leaf_der).map_err(|e| format!("certificate: {e}"))?;
+        let now = UnixTime::since_unix_epoch(Duration::from_millis(now_ms));
+        leaf.verify_for_usage(
+            &[webpki::ring::ECDSA_P384_SHA384],
+            &anchors,
+            &[],
+            now,
+            KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            format!("certificate of {origin} does not chain to a CA trusted for {org} ({e})")
+        })?;
+        if self.trust.is_revoked(origin, &cert.serial) {
+            return Err("revoked".into());
+        }
+        Ok(cert)
+    }
+}
+
+impl Signatures for NodeSignatures {
+    /// Signs `manifest` now. A manifest of another origin is signed too (and logged), but
+    /// will not verify anywhere, since the blob carries this node's certificate. If the
+    /// key fails (no randomness), the blob's signature is empty and will not verify.
+    fn sign(&self, manifest: &OriginManifest) -> Vec<u8> {
+        if manifest.origin != self.local {
+            tracing::error!(
+                origin = %manifest.origin,
+                local = %self.local,
+                "signing a manifest of another origin; receivers will refuse it"
+            );
+        }
+        let issued_at_ms = (self.clock)();
+        let signed = manifest_payload(manifest, issued_at_ms)
+            .and_then(|payload| {
+                Envelope::sign(
+                    Kind::OriginManifest,
+                    payload,
+                    manifest.origin.as_str(),
+                    &self.key,
+                )
+                .map_err(|e| CodecError::Local(e.to_string()))
+            })
+            .map(|envelope| envelope.signature);
+        let signature = signed.unwrap_or_else(|e| {
+            tracing::error!(origin = %manifest.origin, error = %e, "manifest signing failed");
+            Vec::new()
+        });
+        join_blob(&self.cert_der, issued_at_ms, &signature)
+    }
+
+    fn verify(&self, manifest: &OriginManifest, signature: &[u8]) -> Result<(), VerifyError> {
+        let fail = |reason: String| VerifyError {
+            signer: manifest.origin.clone(),
+            reason,
+        };
+        let parts = split_blob(signature).map_err(|e| fail(e.to_string()))?;
+        let cert = self
+            .check_certificate(&manifest.origin, parts.certificate, (self.clock)())
+            .map_err(fail)?;
+        let payload =
+            manifest_payload(manifest, parts.issued_at_ms).map_err(|e| fail(e.to_string()))?;
+        let envelope = Envelope {
+            kind: Kind::OriginManifest,
+            payload,
+            signer: manifest.origin.to_string(),
+            signature: parts.signature.to_vec(),
+        };
+        envelope
+            .verify(&cert.public_key)
+            .map_err(|_| fail("signature does not verify".into()))
+    }
+}

@@ -1,0 +1,268 @@
+//! The node's admin API on `DATA_DIR/admin.sock` (JSON lines, see [`crate::admin`]).
+//!
+//! Reads (`status`, `peers list|show`, `routes list`, `topology`) come from the read model
+//! and never wait on the routing loop; changes and `routes show` go to the loop as
+//! commands with a reply.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use trellis_routing::{NodeId, Relationship, ServiceName};
+
+use super::route_store::parse_protocol;
+use super::routing_loop::{Command, PeerSpec};
+use super::view::View;
+use super::{NodeStore, Paths};
+use crate::admin::{
+    ApiError, ErrorKind, Request, Response, SnapshotInfo, Topology, MAX_LINE_BYTES,
+};
+use crate::util::hex;
+
+/// How long a command may wait for the routing loop.
+const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the socket (mode 0600), replacing a stale one.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{}: another daemon is serving this socket", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves admin connections until aborted.
+pub async fn serve(
+    listener: UnixListener,
+    view: Arc<View>,
+    commands: mpsc::Sender<Command>,
+    paths: Paths,
+) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(32));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (view, commands, paths) = (view.clone(), commands.clone(), paths.clone());
+        tokio::spawn(async move {
+            connection(stream, &view, &commands, &paths).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    view: &View,
+    commands: &mpsc::Sender<Command>,
+    paths: &Paths,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_LINE_BYTES as u64 * 64)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => match dispatch(request, view, commands, paths).await {
+                Ok(value) => Response::Ok(value),
+                Err(e) => Response::Error(e),
+            },
+            Err(e) => Response::Error(bad(format!("bad request: {e}"))),
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        out.push(b'\n');
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadRequest, message)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+}
+
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let busy = || {
+        ApiError::new(
+            ErrorKind::Internal,
+            "the routing loop did not answer in time",
+        )
+    };
+    tokio::time::timeout(LOOP_TIMEOUT, commands.send(make(tx)))
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| ApiError::new(ErrorKind::Internal, "the node is shutting down"))?;
+    tokio::time::timeout(LOOP_TIMEOUT, rx)
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| ApiError::new(ErrorKind::Internal, "the node is shutting down"))
+}
+
+fn node_id(text: &str) -> Result<NodeId, ApiError> {
+    NodeId::new(text).map_err(|e| bad(format!("node id {text:?}: {e}")))
+}
+
+fn service(text: &str) -> Result<ServiceName, ApiError> {
+    ServiceName::new(text).map_err(|e| bad(format!("service {text:?}: {e}")))
+}
+
+async fn dispatch(
+    request: Request,
+    view: &View,
+    commands: &mpsc::Sender<Command>,
+    paths: &Paths,
+) -> Result<serde_json::Value, ApiError> {
+    match request {
+        Request::Status => json(&view.status()),
+        Request::PeersList => json(&view.read().peers.values().cloned().collect::<Vec<_>>()),
+        Request::PeersShow { node_id } => {
+            let peer = view.read().peers.get(&node_id).cloned();
+            json(
+                &peer.ok_or_else(|| {
+                    ApiError::new(ErrorKind::NotFound, format!("no peer {node_id}"))
+                })?,
+            )
+        }
+        Request::RoutesList => json(&view.read().routes.values().cloned().collect::<Vec<_>>()),
+        Request::Topology => {
+            let state = view.read();
+            json(&Topology {
+                node_id: state.node_id.clone(),
+                peers: state.peers.values().cloned().collect(),
+                origins: state
+                    .routes
+                    .values()
+                    .map(|r| (r.origin.clone(), r.next_hop.clone()))
+                    .collect(),
+            })
+        }
+        Request::RoutesShow { service: name } => {
+            let service = service(&name)?;
+            json(&ask(commands, |reply| Command::ShowRoute { service, reply }).await?)
+        }
+        Request::RoutesAdvertise {
+            service: name,
+            endpoint,
+            protocol,
+        } => {
+            let service = service(&name)?;
+            if service.as_str().starts_with("*.") {
+                return Err(bad("advertise a concrete service, not an aggregate"));
+            }
+            endpoint
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| bad(format!("endpoint {endpoint:?} is not HOST:PORT")))?;
+            let protocol = parse_protocol(&protocol)
+                .ok_or_else(|| bad(format!("protocol {protocol:?}: tcp, http or grpc")))?;
+            json(
+                &ask(commands, |reply| Command::Advertise {
+                    service,
+                    protocol,
+                    endpoint,
+                    reply,
+                })
+                .await??,
+            )
+        }
+        Request::RoutesWithdraw { service: name } => {
+            let service = service(&name)?;
+            ask(commands, |reply| Command::Withdraw { service, reply }).await??;
+            json(&serde_json::json!({ "withdrawn": name }))
+        }
+        Request::PeersAdd {
+            node_id: id,
+            address,
+            link_cost,
+        } => {
+            let node = node_id(&id)?;
+            let own = NodeId::new(&view.read().node_id).map_err(|e| bad(e.to_string()))?;
+            if !node.in_org(&own.org()) {
+                return Err(bad(format!(
+                    "{id} is not in this node's org; partners are peered by a peering config"
+                )));
+            }
+            let address = address
+                .parse()
+                .map_err(|_| bad(format!("address {address:?} is not HOST:PORT")))?;
+            let spec = PeerSpec {
+                node,
+                address: Some(address),
+                role: Relationship::Internal,
+                link_cost: link_cost.unwrap_or(10).clamp(1, 65_535),
+                local_pref: 100,
+                max_routes: 100_000,
+                source: "admin".into(),
+            };
+            ask(commands, |reply| Command::AddPeer {
+                spec,
+                persist: true,
+                reply,
+            })
+            .await??;
+            json(&view.read().peers.get(&id).cloned())
+        }
+        Request::PeersRemove { node_id: id } => {
+            let node = node_id(&id)?;
+            ask(commands, |reply| Command::RemovePeer { node, reply }).await??;
+            json(&serde_json::json!({ "removed": id }))
+        }
+        Request::PeersReset { node_id: id } => {
+            let node = node_id(&id)?;
+            ask(commands, |reply| Command::ResetPeer { node, reply }).await??;
+            json(&serde_json::json!({ "reset": id }))
+        }
+        Request::SnapshotGet { version } => {
+            let own = NodeId::new(&view.read().node_id).map_err(|e| bad(e.to_string()))?;
+            let store = NodeStore::open(&paths.db())
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+            let envelope = store
+                .snapshot_envelope(own.org_str())
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
+                .ok_or_else(|| {
+                    ApiError::new(ErrorKind::NotFound, "this node holds no trust snapshot")
+                })?;
+            let decoded =
+                trellis_policy::Envelope::decode(&envelope, trellis_policy::Kind::TrustSnapshot)
+                    .and_then(|e| trellis_policy::TrustSnapshot::from_payload(&e.payload))
+                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+            if version.is_some_and(|v| v != decoded.version) {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("this node holds only v{}", decoded.version),
+                ));
+            }
+            json(&SnapshotInfo {
+                org: decoded.org,
+                version: decoded.version,
+                issued_at: decoded.issued_at,
+                expires_at: decoded.expires_at,
+                revoked_nodes: decoded.revoked_nodes,
+                revoked_serials: decoded.revoked_serials.iter().map(|s| hex(s)).collect(),
+                envelope_hex: hex(&envelope),
+            })
+        }
+        other => Err(bad(format!(
+            "{other:?} is an authority command; this is a node"
+        ))),
+    }
+}

@@ -1,0 +1,768 @@
+//! The routing loop: the one task that owns the node's `trellis_routing::Router`.
+//!
+//! It selects over operator commands (first), session events and the router's next timer,
+//! feeds each to `Router::handle`, and drains `poll_output`: messages go to the sessions'
+//! bounded queues (a full queue means the peer is not reading: the session is closed),
+//! best-route changes go to the read model and the store writer.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use trellis_routing::{
+    DisconnectReason, Input, NodeId, Output, PeerConfig, ProtocolHint, Relationship, Router,
+    ServiceName,
+};
+use trellis_schemas::peering_capnp::CloseReason;
+
+use super::route_store::{protocol_name, StoreOp};
+use super::trust::TrustStore;
+use super::view::View;
+use super::NodeStore;
+use crate::admin::{ApiError, ErrorKind, PathInfo, PeerInfo, RouteDetail, RouteInfo};
+use crate::session::{new_connection_wins, ConnId, Event, Outgoing, SessionHandle};
+use crate::util::time::now_secs;
+
+/// A peer the node should have a session with.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    /// Its node id.
+    pub node: NodeId,
+    /// Where to dial it (`None`: only accept).
+    pub address: Option<SocketAddr>,
+    /// Its role.
+    pub role: Relationship,
+    /// Link cost.
+    pub link_cost: u32,
+    /// Local preference.
+    pub local_pref: u32,
+    /// Max routes.
+    pub max_routes: usize,
+    /// Where it is configured.
+    pub source: String,
+}
+
+/// Starts and stops dialers (handled by the runtime).
+#[derive(Debug)]
+pub enum DialCmd {
+    /// Keep a session with this peer up.
+    Start(PeerSpec),
+    /// Stop dialing this peer.
+    Stop(NodeId),
+}
+
+/// An operator command, answered on `reply`.
+#[derive(Debug)]
+pub enum Command {
+    /// Originate a service.
+    Advertise {
+        /// Service.
+        service: ServiceName,
+        /// Protocol.
+        protocol: ProtocolHint,
+        /// Endpoint.
+        endpoint: String,
+        /// Answer.
+        reply: oneshot::Sender<Result<RouteInfo, ApiError>>,
+    },
+    /// Stop originating.
+    Withdraw {
+        /// Service.
+        service: ServiceName,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Add a peer.
+    AddPeer {
+        /// The peer.
+        spec: PeerSpec,
+        /// Persist it (added by an operator).
+        persist: bool,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Remove a peer.
+    RemovePeer {
+        /// The peer.
+        node: NodeId,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Reset a peer's session.
+    ResetPeer {
+        /// The peer.
+        node: NodeId,
+        /// Answer.
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Every path of a service.
+    ShowRoute {
+        /// Service.
+        service: ServiceName,
+        /// Answer.
+        reply: oneshot::Sender<RouteDetail>,
+    },
+    /// Apply a trust snapshot fetched from the authority.
+    ApplySnapshot {
+        /// Encoded envelope.
+        envelope: Vec<u8>,
+    },
+}
+
+struct Current {
+    conn: ConnId,
+    dialer: NodeId,
+    handle: SessionHandle,
+    up: bool,
+}
+
+/// The loop's state.
+pub struct RoutingLoop {
+    pub(super) router: Router,
+    pub(super) local: NodeId,
+    pub(super) peers: HashMap<NodeId, PeerSpec>,
+    pub(super) admitted: Arc<RwLock<HashSet<NodeId>>>,
+    pub(super) view: Arc<View>,
+    pub(super) store: SyncSender<StoreOp>,
+    pub(super) trust: Arc<TrustStore>,
+    pub(super) node_store: NodeStore,
+    pub(super) ca_der: Vec<u8>,
+    pub(super) own_snapshot: Option<Arc<Vec<u8>>>,
+    pub(super) dial: mpsc::UnboundedSender<DialCmd>,
+    sessions: HashMap<NodeId, Current>,
+    epochs: HashMap<NodeId, u64>,
+}
+
+fn api(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+    ApiError::new(kind, message)
+}
+
+fn role_name(role: Relationship) -> &'static str {
+    match role {
+        Relationship::Internal => "internal",
+        Relationship::Customer => "customer",
+        Relationship::Peer => "peer",
+        Relationship::Provider => "provider",
+    }
+}
+
+fn hop_names(attrs: &trellis_routing::Attrs) -> Vec<String> {
+    attrs
+        .path
+        .iter()
+        .map(|h| match h {
+            trellis_routing::PathHop::Node(n) => n.as_str().to_owned(),
+            trellis_routing::PathHop::Org(o) => o.as_str().to_owned(),
+        })
+        .collect()
+}
+
+impl RoutingLoop {
+    /// A loop over `router` (peers already added to it and listed in `peers`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        router: Router,
+        peers: HashMap<NodeId, PeerSpec>,
+        admitted: Arc<RwLock<HashSet<NodeId>>>,
+        view: Arc<View>,
+        store: SyncSender<StoreOp>,
+        trust: Arc<TrustStore>,
+        node_store: NodeStore,
+        ca_der: Vec<u8>,
+        own_snapshot: Option<Arc<Vec<u8>>>,
+        dial: mpsc::UnboundedSender<DialCmd>,
+    ) -> Self {
+        let local = router.local().clone();
+        let this = Self {
+            router,
+            local,
+            peers,
+            admitted,
+            view,
+            store,
+            trust,
+            node_store,
+            ca_der,
+            own_snapshot,
+            dial,
+            sessions: HashMap::new(),
+            epochs: HashMap::new(),
+        };
+        for spec in this.peers.values() {
+            this.show_peer(spec, "connecting", None);
+        }
+        this
+    }
+
+    fn persist(&self, op: StoreOp) {
+        if self.store.send(op).is_err() {
+            tracing::error!("the store writer stopped; changes are no longer persisted");
+        }
+    }
+
+    fn show_peer(&self, spec: &PeerSpec, state: &str, error: Option<String>) {
+        let mut view = self.view.write();
+        let entry = view
+            .peers
+            .entry(spec.node.as_str().to_owned())
+            .or_insert_with(|| PeerInfo {
+                node_id: spec.node.as_str().to_owned(),
+                ..PeerInfo::default()
+            });
+        entry.address = spec.address.map(|a| a.to_string()).unwrap_or_default();
+        entry.role = role_name(spec.role).into();
+        entry.source = spec.source.clone();
+        entry.link_cost = spec.link_cost;
+        if entry.state != state {
+            entry.state = state.into();
+            entry.since = now_secs();
+            if state == "up" {
+                entry.sessions += 1;
+            }
+        }
+        if error.is_some() {
+            entry.last_error = error;
+        }
+        entry.routes_received = self.router.peer_routes(&spec.node);
+    }
+
+    fn refresh_peer_counts(&self) {
+        let mut view = self.view.write();
+        for (id, info) in &mut view.peers {
+            if let Ok(node) = NodeId::new(id) {
+                info.routes_received = self.router.peer_routes(&node);
+            }
+        }
+    }
+
+    /// Runs until both channels close.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<Event>,
+    ) {
+        loop {
+            let timer = self
+                .router
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| {
+                    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
+                });
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(timer) => self.router.handle(Instant::now(), Input::Tick),
+            }
+            self.drain();
+        }
+        for current in self.sessions.values() {
+            current
+                .handle
+                .kill
+                .kill(CloseReason::AdminShutdown, "node shutting down");
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut changed = false;
+        while let Some(output) = self.router.poll_output() {
+            match output {
+                Output::Send { peer, message } => self.send(&peer, Outgoing::Message(message)),
+                Output::Disconnect { peer, reason } => {
+                    let code = match reason {
+                        DisconnectReason::Malformed(_) => CloseReason::MalformedMessage,
+                        DisconnectReason::MaxRoutes { .. } => CloseReason::MaxRoutesExceeded,
+                    };
+                    self.view.count("sessions_closed_by_policy", 1);
+                    if let Some(current) = self.sessions.get(&peer) {
+                        current.handle.kill.kill(code, reason.to_string());
+                    }
+                }
+                Output::BestChanged { service, best } => {
+                    changed = true;
+                    self.on_best(service, best);
+                }
+                Output::ManifestRejected { from, error } => {
+                    self.view.count("manifests_rejected", 1);
+                    tracing::warn!(from = from.as_ref().map(NodeId::as_str), error = %error, "origin manifest refused");
+                }
+            }
+        }
+        if changed {
+            self.refresh_peer_counts();
+        }
+    }
+
+    fn on_best(&mut self, service: ServiceName, best: Option<trellis_routing::Best>) {
+        let key = service.as_str().to_owned();
+        match &best {
+            None => {
+                self.view.write().routes.remove(&key);
+            }
+            Some(b) => {
+                let endpoint = self
+                    .view
+                    .read()
+                    .originated
+                    .get(&key)
+                    .map(|(e, _)| e.clone());
+                let info = RouteInfo {
+                    service: key.clone(),
+                    next_hop: b.next_hop.as_ref().map(|n| n.as_str().to_owned()),
+                    path: hop_names(&b.attrs),
+                    metric: b.metric,
+                    origin: b.attrs.origin.as_str().to_owned(),
+                    protocol: protocol_name(b.attrs.protocol).into(),
+                    endpoint: if b.next_hop.is_none() { endpoint } else { None },
+                };
+                self.view.write().routes.insert(key, info);
+            }
+        }
+        let best = best.map(|b| (b.next_hop.clone(), b.metric, b.attrs.origin.clone()));
+        self.persist(StoreOp::Best { service, best });
+    }
+
+    /// Records a best route found while restoring from the store.
+    pub(super) fn restore_best(
+        &mut self,
+        service: ServiceName,
+        best: Option<trellis_routing::Best>,
+    ) {
+        self.on_best(service, best);
+    }
+
+    fn send(&self, peer: &NodeId, item: Outgoing) {
+        let Some(current) = self.sessions.get(peer).filter(|c| c.up) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = current.handle.tx.try_send(item) {
+            self.view.count("sessions_send_queue_full", 1);
+            current.handle.kill.kill(
+                CloseReason::SendHoldTimerExpired,
+                "outbound queue full: the peer is not reading",
+            );
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Register {
+                peer,
+                conn,
+                dialer,
+                handle,
+                reply,
+            } => {
+                let accept = self.register(&peer, conn, dialer, handle, now);
+                let _ = reply.send(accept);
+            }
+            Event::Up { peer, conn, .. } => {
+                let Some(current) = self.sessions.get_mut(&peer).filter(|c| c.conn == conn) else {
+                    return;
+                };
+                current.up = true;
+                *self.epochs.entry(peer.clone()).or_default() += 1;
+                self.router
+                    .handle(now, Input::SessionUp { peer: peer.clone() });
+                self.view.count("sessions_established", 1);
+                if let Some(spec) = self.peers.get(&peer) {
+                    self.show_peer(spec, "up", None);
+                }
+                self.persist(StoreOp::Event {
+                    kind: "session.up".into(),
+                    subject: peer.as_str().into(),
+                    detail: String::new(),
+                });
+                if let Some(snapshot) = self.own_snapshot.clone() {
+                    self.send(&peer, Outgoing::TrustSnapshot(snapshot));
+                }
+            }
+            Event::Down {
+                peer,
+                conn,
+                graceful,
+                reason,
+            } => {
+                if self.sessions.get(&peer).is_none_or(|c| c.conn != conn) {
+                    return;
+                }
+                let Some(current) = self.sessions.remove(&peer) else {
+                    return;
+                };
+                if current.up {
+                    self.router.handle(
+                        now,
+                        Input::SessionDown {
+                            peer: peer.clone(),
+                            graceful,
+                        },
+                    );
+                    if !graceful {
+                        self.persist(StoreOp::PeerCleared { peer: peer.clone() });
+                    }
+                }
+                if let Some(spec) = self.peers.get(&peer) {
+                    self.show_peer(spec, "connecting", Some(reason.clone()));
+                }
+                self.persist(StoreOp::Event {
+                    kind: "session.down".into(),
+                    subject: peer.as_str().into(),
+                    detail: reason,
+                });
+            }
+            Event::Update { peer, conn, batch } => {
+                if !self.is_current(&peer, conn) {
+                    return;
+                }
+                let epoch = self.epochs.get(&peer).copied().unwrap_or(0);
+                self.view.count("updates_received", 1);
+                self.router.handle(
+                    now,
+                    Input::Update {
+                        peer: peer.clone(),
+                        batch: batch.clone(),
+                    },
+                );
+                if self.router.peer_up(&peer) {
+                    self.persist(StoreOp::PeerBatch { peer, epoch, batch });
+                }
+            }
+            Event::EndOfTable { peer, conn } => {
+                if !self.is_current(&peer, conn) {
+                    return;
+                }
+                self.router
+                    .handle(now, Input::EndOfTable { peer: peer.clone() });
+                let epoch = self.epochs.get(&peer).copied().unwrap_or(0);
+                self.persist(StoreOp::PurgeStale { peer, epoch });
+            }
+            Event::Manifest {
+                peer,
+                conn,
+                manifest,
+            } => {
+                if !self.is_current(&peer, conn) {
+                    return;
+                }
+                let origin = manifest.manifest.origin.clone();
+                self.router.handle(
+                    now,
+                    Input::Manifest {
+                        from: Some(peer),
+                        manifest: manifest.clone(),
+                    },
+                );
+                if self.router.manifest(&origin) == Some(&manifest) {
+                    self.persist(StoreOp::Manifest(manifest));
+                }
+            }
+            Event::TrustSnapshot { peer, envelope } => self.on_snapshot(Some(peer), envelope),
+            Event::BadInput { peer, reason } => {
+                self.view.count("bad_input_from_peers", 1);
+                tracing::warn!(peer = peer.as_str(), %reason, "bad input from peer");
+            }
+            Event::Rtt { peer, micros } => {
+                if let Some(info) = self.view.write().peers.get_mut(peer.as_str()) {
+                    info.rtt_us = Some(micros);
+                }
+            }
+        }
+    }
+
+    fn is_current(&self, peer: &NodeId, conn: ConnId) -> bool {
+        self.sessions
+            .get(peer)
+            .is_some_and(|c| c.conn == conn && c.up)
+    }
+
+    fn register(
+        &mut self,
+        peer: &NodeId,
+        conn: ConnId,
+        dialer: NodeId,
+        handle: SessionHandle,
+        now: Instant,
+    ) -> bool {
+        if !self.peers.contains_key(peer) {
+            handle
+                .kill
+                .kill(CloseReason::PeerUnconfigured, "not configured");
+            return false;
+        }
+        if let Some(old) = self.sessions.get(peer) {
+            if !new_connection_wins(&old.dialer, &dialer) {
+                return false;
+            }
+            old.handle.kill.kill(
+                CloseReason::CollisionResolved,
+                "replaced by a newer connection",
+            );
+            if old.up {
+                // The peer reconnected: treat the old session as lost (graceful restart).
+                self.router.handle(
+                    now,
+                    Input::SessionDown {
+                        peer: peer.clone(),
+                        graceful: true,
+                    },
+                );
+            }
+        }
+        self.sessions.insert(
+            peer.clone(),
+            Current {
+                conn,
+                dialer,
+                handle,
+                up: false,
+            },
+        );
+        true
+    }
+
+    /// Verifies, persists, applies and floods a trust snapshot.
+    pub(super) fn on_snapshot(&mut self, from: Option<NodeId>, envelope: Vec<u8>) {
+        let Ok(decoded) =
+            trellis_policy::Envelope::decode(&envelope, trellis_policy::Kind::TrustSnapshot)
+        else {
+            self.view.count("trust_snapshots_rejected", 1);
+            return;
+        };
+        let Ok(org) = trellis_routing::OrgId::new(&decoded.signer) else {
+            self.view.count("trust_snapshots_rejected", 1);
+            return;
+        };
+        let cas = self.trust.cas_for(&org);
+        let own = self.local.in_org(&org);
+        let ca = if own {
+            Some(self.ca_der.clone())
+        } else {
+            cas.first().cloned()
+        };
+        let Some(ca) = ca else { return };
+        let applied = if own {
+            self.node_store
+                .apply_snapshot(org.as_str(), &ca, &envelope, now_secs())
+                .map_err(|e| e.to_string())
+        } else {
+            let stored = Some(self.trust.snapshot_version(&org)).filter(|v| *v > 0);
+            trellis_policy::snapshot::verify(&envelope, org.as_str(), &ca, stored, now_secs())
+                .map_err(|e| e.to_string())
+        };
+        let snapshot = match applied {
+            Ok(s) => s,
+            Err(reason) => {
+                if !reason.contains("not newer") {
+                    self.view.count("trust_snapshots_rejected", 1);
+                    tracing::info!(org = org.as_str(), %reason, "trust snapshot refused");
+                }
+                return;
+            }
+        };
+        let revoked = self.trust.apply_snapshot(&org, &snapshot);
+        tracing::info!(
+            org = org.as_str(),
+            version = snapshot.version,
+            revoked = revoked.len(),
+            "trust snapshot applied"
+        );
+        self.view.count("trust_snapshots_applied", 1);
+        let shared = Arc::new(envelope);
+        if own {
+            self.view.write().snapshot_version = snapshot.version;
+            self.own_snapshot = Some(shared.clone());
+        }
+        for node in &revoked {
+            if let Some(current) = self.sessions.get(node) {
+                current.handle.kill.kill(
+                    CloseReason::Revoked,
+                    format!("{} is revoked", node.as_str()),
+                );
+            }
+        }
+        let targets: Vec<NodeId> = self
+            .sessions
+            .keys()
+            .filter(|p| Some(*p) != from.as_ref())
+            .cloned()
+            .collect();
+        for peer in targets {
+            self.send(&peer, Outgoing::TrustSnapshot(shared.clone()));
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Advertise {
+                service,
+                protocol,
+                endpoint,
+                reply,
+            } => {
+                self.view.write().originated.insert(
+                    service.as_str().to_owned(),
+                    (endpoint.clone(), protocol_name(protocol).to_owned()),
+                );
+                self.router.handle(
+                    now,
+                    Input::Originate {
+                        service: service.clone(),
+                        protocol,
+                    },
+                );
+                self.persist(StoreOp::Originate {
+                    service: service.clone(),
+                    protocol,
+                    endpoint: endpoint.clone(),
+                });
+                self.drain();
+                let info = self.view.read().routes.get(service.as_str()).cloned();
+                let _ = reply
+                    .send(info.ok_or_else(|| api(ErrorKind::Internal, "the route did not appear")));
+            }
+            Command::Withdraw { service, reply } => {
+                if self
+                    .view
+                    .write()
+                    .originated
+                    .remove(service.as_str())
+                    .is_none()
+                {
+                    let _ = reply.send(Err(api(
+                        ErrorKind::NotFound,
+                        format!("this node does not originate {}", service.as_str()),
+                    )));
+                    return;
+                }
+                self.router.handle(
+                    now,
+                    Input::StopOriginating {
+                        service: service.clone(),
+                    },
+                );
+                self.persist(StoreOp::StopOriginating(service));
+                let _ = reply.send(Ok(()));
+            }
+            Command::AddPeer {
+                spec,
+                persist,
+                reply,
+            } => {
+                let _ = reply.send(self.add_peer(spec, persist));
+            }
+            Command::RemovePeer { node, reply } => {
+                let result = match self.router.remove_peer(now, &node) {
+                    Ok(()) => {
+                        self.peers.remove(&node);
+                        self.admitted
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remove(&node);
+                        if let Some(current) = self.sessions.remove(&node) {
+                            current
+                                .handle
+                                .kill
+                                .kill(CloseReason::PeerUnconfigured, "removed by operator");
+                        }
+                        let _ = self.dial.send(DialCmd::Stop(node.clone()));
+                        self.view.write().peers.remove(node.as_str());
+                        self.persist(StoreOp::PeerRemoved(node));
+                        Ok(())
+                    }
+                    Err(e) => Err(api(ErrorKind::NotFound, e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::ResetPeer { node, reply } => {
+                let result = match self.sessions.get(&node) {
+                    Some(current) => {
+                        current
+                            .handle
+                            .kill
+                            .kill(CloseReason::AdminShutdown, "reset by operator");
+                        Ok(())
+                    }
+                    None if self.peers.contains_key(&node) => Ok(()),
+                    None => Err(api(
+                        ErrorKind::NotFound,
+                        format!("no peer {}", node.as_str()),
+                    )),
+                };
+                let _ = reply.send(result);
+            }
+            Command::ShowRoute { service, reply } => {
+                let matched = self.router.resolve(&service).map(|(name, _)| name);
+                let paths = matched
+                    .as_ref()
+                    .map(|name| self.router.paths(name))
+                    .unwrap_or_default();
+                let best_from = matched
+                    .as_ref()
+                    .and_then(|name| self.router.best(name))
+                    .map(|b| b.next_hop);
+                let paths = paths
+                    .into_iter()
+                    .map(|p| PathInfo {
+                        best: best_from.as_ref() == Some(&p.from) && p.valid,
+                        from: p.from.as_ref().map(|n| n.as_str().to_owned()),
+                        path: hop_names(&p.attrs),
+                        metric: p.metric,
+                        origin: p.attrs.origin.as_str().to_owned(),
+                        valid: p.valid,
+                        stale: p.stale,
+                    })
+                    .collect();
+                let _ = reply.send(RouteDetail {
+                    service: service.as_str().to_owned(),
+                    matched: matched.map(|m| m.as_str().to_owned()),
+                    paths,
+                });
+            }
+            Command::ApplySnapshot { envelope } => self.on_snapshot(None, envelope),
+        }
+    }
+
+    /// Adds a peer to the router, the admitted set, the view and the dialers.
+    pub(super) fn add_peer(&mut self, spec: PeerSpec, persist: bool) -> Result<(), ApiError> {
+        let mut cfg = PeerConfig::new(spec.node.clone(), spec.role);
+        cfg.link_cost = spec.link_cost;
+        cfg.local_pref = spec.local_pref;
+        cfg.max_routes = Some(spec.max_routes);
+        cfg.graceful_restart = true;
+        self.router
+            .add_peer(cfg)
+            .map_err(|e| api(ErrorKind::Conflict, e.to_string()))?;
+        self.admitted
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(spec.node.clone());
+        self.show_peer(&spec, "connecting", None);
+        if persist {
+            if let Some(address) = spec.address {
+                self.persist(StoreOp::PeerAdded {
+                    peer: spec.node.clone(),
+                    address,
+                    link_cost: spec.link_cost,
+                });
+            }
+        }
+        if spec.address.is_some() {
+            let _ = self.dial.send(DialCmd::Start(spec.clone()));
+        }
+        self.peers.insert(spec.node.clone(), spec);
+        Ok(())
+    }
+}

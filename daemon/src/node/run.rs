@@ -1,0 +1,602 @@
+//! `trellisd node run`: assembles the node daemon.
+//!
+//! ```text
+//!  accept task ─┐                         ┌─► session thread (LocalSet): one capnp-rpc
+//!  dialer tasks ┴─ new connections ───────┘     session per connection
+//!                                                 │ Event (bounded)      ▲ Outgoing (bounded, per session)
+//!  admin socket ── Command (bounded) ──► routing loop (owns Router) ──────┘
+//!        ▲ reads                             │ StoreOp (bounded)
+//!        └──────────── View ◄────────────────┤
+//!                                            └─► store writer thread (SQLite, batched)
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use trellis_routing::{Input, NodeId, OrgId, Relationship, Router, RouterConfig};
+
+use super::config::NodeConfig;
+use super::route_store;
+use super::routing_loop::{Command, DialCmd, PeerSpec, RoutingLoop};
+use super::trust::TrustStore;
+use super::view::View;
+use super::{NodeStore, Paths};
+use crate::session::{self, Event, SessionConfig};
+use crate::transport::{self, Identity};
+use crate::util::files::read_secret;
+use crate::{codec, pki};
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Files or the store.
+    #[error("{0}")]
+    Local(String),
+    /// Configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The listener.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn local(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Local(e.to_string())
+}
+
+/// A new connection for the session thread.
+struct NewConn {
+    conn: quinn::Connection,
+    peer: NodeId,
+    dialer: NodeId,
+}
+
+/// The node's identity as loaded from its data dir.
+struct Loaded {
+    identity: Identity,
+    key: rcgen::KeyPair,
+    ca_der: Vec<u8>,
+    cert_der: Vec<u8>,
+    cert: pki::NodeCert,
+}
+
+/// Loads the node's identity from its data dir.
+fn load_identity(paths: &Paths) -> Result<Loaded, NodeError> {
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| NodeError::Local(format!("{}: {e}", p.display())));
+    let ca_der = pki::pem_to_der(&read(&paths.ca_cert())?).map_err(local)?;
+    let cert_der = pki::pem_to_der(&read(&paths.cert())?).map_err(local)?;
+    let key = pki::load_key(
+        &read_secret(&paths.key())
+            .map_err(|e| NodeError::Local(format!("{}: {e}", paths.key().display())))?,
+    )
+    .map_err(local)?;
+    let cert = pki::parse_node_cert(&cert_der).map_err(local)?;
+    let identity = Identity {
+        node: cert.node.clone(),
+        chain: vec![cert_der.clone().into()],
+        key: crate::tls::private_key(key.serialize_der()),
+    };
+    Ok(Loaded {
+        identity,
+        key,
+        ca_der,
+        cert_der,
+        cert,
+    })
+}
+
+/// Runs the node until SIGINT/SIGTERM.
+pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
+    let paths = Paths::new(data_dir);
+    let node_store = NodeStore::open(&paths.db()).map_err(local)?;
+    let enrollment = node_store.enrollment().map_err(local)?;
+    let Loaded {
+        identity,
+        key,
+        ca_der,
+        cert_der,
+        cert,
+    } = load_identity(&paths)?;
+    let local_id = identity.node.clone();
+    if local_id.as_str() != enrollment.node_id {
+        return Err(NodeError::Local(format!(
+            "node.crt is for {}, node.db for {}",
+            local_id.as_str(),
+            enrollment.node_id
+        )));
+    }
+    let org = local_id.org();
+
+    // Trust: own CA for own org, the stored snapshot, partner CAs for their orgs only.
+    let trust = Arc::new(TrustStore::new());
+    trust.trust_ca(&org, ca_der.clone());
+    let own_snapshot = stored_snapshot(&paths, &org, &trust);
+    let peerings = match &config.peering_dir {
+        Some(dir) if dir.exists() => {
+            super::peering::load_dir(dir, &org).map_err(|e| NodeError::Config(e.to_string()))?
+        }
+        _ => Vec::new(),
+    };
+    for p in &peerings {
+        for ca in &p.ca_ders {
+            trust.trust_ca(&p.org, ca.clone());
+        }
+    }
+
+    // Routing core.
+    let sigs =
+        codec::signatures::NodeSignatures::new(local_id.clone(), &key, cert_der, trust.clone())
+            .map_err(local)?;
+    let mut rcfg = RouterConfig::new(local_id.clone());
+    rcfg.mrai = config.timers.mrai;
+    rcfg.max_path_len = config.limits.max_path_len;
+    rcfg.graceful_restart = config.timers.graceful_restart;
+    let router = Router::new(rcfg, Box::new(sigs), Instant::now());
+
+    // Store: restore, then the writer.
+    let (restored, skipped) = route_store::restore(&paths.db()).map_err(local)?;
+    if skipped > 0 {
+        tracing::warn!(skipped, "store rows that no longer decode were skipped");
+    }
+    let (store_tx, store_thread) = route_store::spawn_writer(paths.db(), 65_536).map_err(local)?;
+
+    let view = Arc::new(View::new(
+        local_id.as_str().to_owned(),
+        config.listen.to_string(),
+        cert.not_after,
+    ));
+    view.write().snapshot_version = trust.snapshot_version(&org);
+    let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
+    let (dial_tx, dial_rx) = mpsc::unbounded_channel();
+    let mut routing = RoutingLoop::new(
+        router,
+        HashMap::new(),
+        admitted.clone(),
+        view.clone(),
+        store_tx.clone(),
+        trust.clone(),
+        node_store,
+        ca_der,
+        own_snapshot,
+        dial_tx,
+    );
+    for spec in peer_specs(&config, &peerings, &restored.admin_peers) {
+        if let Err(e) = routing.add_peer(spec, false) {
+            tracing::warn!(error = %e, "peer not added");
+        }
+    }
+    restore_into(&mut routing, restored);
+
+    // Transport.
+    let limits = transport::Limits::default();
+    let admit_set = admitted.clone();
+    let admit: transport::Admit = Arc::new(move |node: &NodeId| {
+        admit_set
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(node)
+    });
+    let server = transport::server_config(&identity, trust.clone(), admit, &limits)
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let endpoint = transport::endpoint(config.listen, server).map_err(|e| NodeError::Listen {
+        addr: config.listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    let bound = endpoint.local_addr().map_err(local)?;
+    view.write().listen = bound.to_string();
+
+    // Session thread.
+    let (conn_tx, conn_rx) = mpsc::unbounded_channel::<NewConn>();
+    let (event_tx, event_rx) = mpsc::channel::<Event>(1024);
+    let session_cfg = SessionConfig {
+        local: local_id.clone(),
+        hold_time: config.timers.hold_time,
+        graceful_restart_secs: u16::try_from(config.timers.graceful_restart.as_secs())
+            .unwrap_or(u16::MAX),
+        send_hold: config.timers.send_hold,
+        queue: 4096,
+        max_in_flight: 16,
+        open_timeout: Duration::from_secs(10),
+    };
+    let session_thread = spawn_session_thread(conn_rx, event_tx, session_cfg)?;
+
+    // Accept and dial.
+    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), conn_tx.clone()));
+    let dial_task = tokio::spawn(dial_manager(
+        dial_rx,
+        endpoint.clone(),
+        identity,
+        trust.clone(),
+        limits,
+        conn_tx,
+        view.clone(),
+        (
+            config.timers.connect_retry_min,
+            config.timers.connect_retry_max,
+        ),
+    ));
+
+    // Admin socket and background trust refresh.
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let admin = super::admin_server::bind(&paths.dir.join("admin.sock")).map_err(local)?;
+    let admin_task = tokio::spawn(super::admin_server::serve(
+        admin,
+        view.clone(),
+        cmd_tx.clone(),
+        paths.clone(),
+    ));
+    let refresh_task = tokio::spawn(refresh_trust(paths.clone(), cmd_tx.clone()));
+
+    println!(
+        "node {} listening on {bound}; admin socket {}",
+        local_id.as_str(),
+        paths.dir.join("admin.sock").display()
+    );
+    tracing::info!(node = local_id.as_str(), listen = %bound, "node running");
+
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(local)?;
+    let routing_run = routing.run(cmd_rx, event_rx);
+    tokio::pin!(routing_run);
+    let stopped_by_signal = tokio::select! {
+        () = &mut routing_run => false,
+        _ = tokio::signal::ctrl_c() => true,
+        _ = sigterm.recv() => true,
+    };
+    tracing::info!("node stopping");
+    accept_task.abort();
+    dial_task.abort();
+    admin_task.abort();
+    refresh_task.abort();
+    drop(cmd_tx);
+    if stopped_by_signal {
+        // With every command sender gone the loop ends and closes each session with
+        // adminShutdown; give the sessions a moment to tell their peers.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut routing_run).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    endpoint.close(
+        (trellis_schemas::peering_capnp::CloseReason::AdminShutdown as u32).into(),
+        b"node shutting down",
+    );
+    let _ = std::fs::remove_file(paths.dir.join("admin.sock"));
+    drop(store_tx);
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = store_thread.join();
+        let _ = session_thread.join();
+    })
+    .await;
+    Ok(())
+}
+
+fn stored_snapshot(paths: &Paths, org: &OrgId, trust: &TrustStore) -> Option<Arc<Vec<u8>>> {
+    let store = NodeStore::open(&paths.db()).ok()?;
+    let envelope = store.snapshot_envelope(org.as_str()).ok()??;
+    let decoded =
+        trellis_policy::Envelope::decode(&envelope, trellis_policy::Kind::TrustSnapshot).ok()?;
+    let snapshot = trellis_policy::TrustSnapshot::from_payload(&decoded.payload).ok()?;
+    trust.apply_snapshot(org, &snapshot);
+    Some(Arc::new(envelope))
+}
+
+/// Every configured peer: static peers, partner endpoints, peers added at runtime.
+fn peer_specs(
+    config: &NodeConfig,
+    peerings: &[super::peering::PeeringConfig],
+    admin_peers: &[(NodeId, SocketAddr, u32)],
+) -> Vec<PeerSpec> {
+    let mut specs = Vec::new();
+    for p in &config.peers {
+        specs.push(PeerSpec {
+            node: p.node_id.clone(),
+            address: (!p.passive).then_some(p.address),
+            role: Relationship::Internal,
+            link_cost: p.link_cost,
+            local_pref: p.local_pref,
+            max_routes: p.max_routes,
+            source: "config".into(),
+        });
+    }
+    for peering in peerings {
+        for e in &peering.endpoints {
+            specs.push(PeerSpec {
+                node: e.node_id.clone(),
+                address: (!e.passive).then_some(e.address),
+                role: peering.role,
+                link_cost: peering.link_cost,
+                local_pref: peering.local_pref,
+                max_routes: peering.max_routes,
+                source: peering.file.display().to_string(),
+            });
+        }
+    }
+    for (node, address, cost) in admin_peers {
+        if specs.iter().any(|s| &s.node == node) {
+            continue;
+        }
+        specs.push(PeerSpec {
+            node: node.clone(),
+            address: Some(*address),
+            role: Relationship::Internal,
+            link_cost: *cost,
+            local_pref: 100,
+            max_routes: config.limits.max_routes_per_peer,
+            source: "admin".into(),
+        });
+    }
+    specs
+}
+
+/// Feeds the persisted state into the router: own originations, manifests, and each
+/// peer's routes as stale paths (up, batch, graceful down) until the peer refreshes them.
+fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
+    let now = Instant::now();
+    for m in restored.manifests {
+        routing.router.handle(
+            now,
+            Input::Manifest {
+                from: None,
+                manifest: m,
+            },
+        );
+    }
+    for (service, protocol, endpoint) in restored.originated {
+        routing.view.write().originated.insert(
+            service.as_str().to_owned(),
+            (endpoint, route_store::protocol_name(protocol).to_owned()),
+        );
+        routing
+            .router
+            .handle(now, Input::Originate { service, protocol });
+    }
+    let mut restored_paths = 0;
+    for (peer, batch) in restored.peer_routes {
+        if !routing.peers.contains_key(&peer) {
+            continue;
+        }
+        restored_paths += batch.announce.len();
+        routing
+            .router
+            .handle(now, Input::SessionUp { peer: peer.clone() });
+        routing.router.handle(
+            now,
+            Input::Update {
+                peer: peer.clone(),
+                batch,
+            },
+        );
+        routing.router.handle(
+            now,
+            Input::SessionDown {
+                peer,
+                graceful: true,
+            },
+        );
+    }
+    // Nothing is connected yet: drop what the router wanted to send, keep the table.
+    while let Some(output) = routing.router.poll_output() {
+        if let trellis_routing::Output::BestChanged { service, best } = output {
+            routing.restore_best(service, best);
+        }
+    }
+    if restored_paths > 0 {
+        tracing::info!(
+            paths = restored_paths,
+            "table restored from the store (stale until refreshed)"
+        );
+    }
+}
+
+fn spawn_session_thread(
+    mut conns: mpsc::UnboundedReceiver<NewConn>,
+    events: mpsc::Sender<Event>,
+    cfg: SessionConfig,
+) -> Result<std::thread::JoinHandle<()>, NodeError> {
+    std::thread::Builder::new()
+        .name("trellis-sessions".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the session thread");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            let cfg = Rc::new(cfg);
+            let ids = AtomicU64::new(1);
+            local.block_on(&rt, async move {
+                while let Some(new) = conns.recv().await {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::spawn_local(session::run(
+                        new.conn,
+                        new.peer,
+                        new.dialer,
+                        id,
+                        cfg.clone(),
+                        events.clone(),
+                    ));
+                }
+            });
+        })
+        .map_err(local)
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, conns: mpsc::UnboundedSender<NewConn>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => match transport::peer_identity(&conn) {
+                    Ok(peer) => {
+                        let _ = conns.send(NewConn {
+                            conn,
+                            peer: peer.node.clone(),
+                            dialer: peer.node,
+                        });
+                    }
+                    Err(e) => tracing::warn!(%remote, error = %e, "no peer identity"),
+                },
+                Err(e) => tracing::info!(%remote, error = %e, "inbound handshake refused"),
+            }
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dial_manager(
+    mut cmds: mpsc::UnboundedReceiver<DialCmd>,
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    trust: Arc<TrustStore>,
+    limits: transport::Limits,
+    conns: mpsc::UnboundedSender<NewConn>,
+    view: Arc<View>,
+    backoff: (Duration, Duration),
+) {
+    let mut dialers: HashMap<NodeId, tokio::task::JoinHandle<()>> = HashMap::new();
+    while let Some(cmd) = cmds.recv().await {
+        match cmd {
+            DialCmd::Start(spec) => {
+                let Some(addr) = spec.address else { continue };
+                let task = tokio::spawn(dial_loop(
+                    spec.node.clone(),
+                    addr,
+                    endpoint.clone(),
+                    identity.clone(),
+                    trust.clone(),
+                    limits.clone(),
+                    conns.clone(),
+                    view.clone(),
+                    backoff,
+                ));
+                if let Some(old) = dialers.insert(spec.node, task) {
+                    old.abort();
+                }
+            }
+            DialCmd::Stop(node) => {
+                if let Some(task) = dialers.remove(&node) {
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a session with `peer` up: dial, wait for the connection to end, redial with
+/// exponential backoff and ±20 % jitter.
+#[allow(clippy::too_many_arguments)]
+async fn dial_loop(
+    peer: NodeId,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    trust: Arc<TrustStore>,
+    limits: transport::Limits,
+    conns: mpsc::UnboundedSender<NewConn>,
+    view: Arc<View>,
+    (min, max): (Duration, Duration),
+) {
+    let mut delay = min;
+    loop {
+        if view.peer_up(peer.as_str()) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        match transport::dial(
+            &endpoint,
+            addr,
+            &identity,
+            trust.clone(),
+            peer.clone(),
+            &limits,
+        )
+        .await
+        {
+            Ok(conn) => {
+                let local = identity.node.clone();
+                if conns
+                    .send(NewConn {
+                        conn: conn.clone(),
+                        peer: peer.clone(),
+                        dialer: local,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                conn.closed().await;
+                delay = min;
+            }
+            Err(e) => {
+                tracing::debug!(peer = peer.as_str(), %addr, error = %e, "dial failed");
+                if let Some(info) = view.write().peers.get_mut(peer.as_str()) {
+                    if info.state != "up" {
+                        info.last_error = Some(e.to_string());
+                    }
+                }
+                delay = (delay * 2).min(max);
+            }
+        }
+        tokio::time::sleep(jitter(delay)).await;
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let r = crate::util::random_bytes::<2>().map_or(0x8000, u16::from_be_bytes);
+    // factor in [0.8, 1.2)
+    let factor = 0.8 + 0.4 * f64::from(r) / 65_536.0;
+    d.mul_f64(factor)
+}
+
+/// Fetches the authority's newest trust snapshot every minute (`TRELLIS_TRUST_REFRESH`)
+/// and renews the node
+/// certificate when less than a third of a day is left; routing never waits on it.
+async fn refresh_trust(paths: Paths, commands: mpsc::Sender<Command>) {
+    // TRELLIS_TRUST_REFRESH (e.g. "10s") shortens the poll, for tests and small meshes.
+    let every = std::env::var("TRELLIS_TRUST_REFRESH")
+        .ok()
+        .and_then(|v| crate::util::time::parse_duration(&v).ok())
+        .unwrap_or(60);
+    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    loop {
+        tick.tick().await;
+        match crate::enroll::client::fetch_snapshot_bytes(&paths.dir).await {
+            Ok(Some(envelope)) => {
+                let _ = commands.send(Command::ApplySnapshot { envelope }).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "authority not reachable for a trust snapshot"),
+        }
+        let cert = std::fs::read(paths.cert())
+            .ok()
+            .and_then(|pem| pki::pem_to_der(&pem).ok())
+            .and_then(|der| pki::parse_node_cert(&der).ok());
+        if let Some(cert) = cert {
+            if cert.not_after.saturating_sub(crate::util::time::now_secs()) < 8 * 3600 {
+                match crate::enroll::client::renew(&paths.dir).await {
+                    Ok(done) => {
+                        tracing::info!(serial = %done.serial, "certificate renewed (used for new connections after restart)")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
+                }
+            }
+        }
+    }
+}

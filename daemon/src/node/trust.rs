@@ -1,0 +1,162 @@
+//! The node's in-memory trust view: which CA is trusted for which org, and what is
+//! revoked. Shared (behind a lock) by the TLS verifiers of every session, the manifest
+//! verifier and the routing loop; updated when a verified trust snapshot is stored or a
+//! peering config is loaded.
+//!
+//! A CA is trusted **only for its own org**: a partner's CA from a peering config never
+//! vouches for a node claiming to be in another org (docs/security.md).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use trellis_policy::TrustSnapshot;
+use trellis_routing::{NodeId, OrgId};
+
+/// What is trusted and revoked.
+#[derive(Debug, Default, Clone)]
+pub struct TrustState {
+    /// CA certificates (DER) trusted per org.
+    pub cas: HashMap<OrgId, Vec<Vec<u8>>>,
+    /// Revoked certificate serials (big-endian bytes) per org.
+    pub revoked_serials: HashMap<OrgId, HashSet<Vec<u8>>>,
+    /// Node ids revoked outright.
+    pub revoked_nodes: HashSet<NodeId>,
+    /// Newest snapshot version applied per org.
+    pub snapshot_versions: HashMap<OrgId, u64>,
+}
+
+/// The shared trust view.
+#[derive(Debug, Default)]
+pub struct TrustStore {
+    state: RwLock<TrustState>,
+}
+
+impl TrustStore {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TrustState> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, TrustState> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Trusts `ca_der` for nodes of `org` (idempotent).
+    pub fn trust_ca(&self, org: &OrgId, ca_der: Vec<u8>) {
+        let mut state = self.write();
+        let cas = state.cas.entry(org.clone()).or_default();
+        if !cas.contains(&ca_der) {
+            cas.push(ca_der);
+        }
+    }
+
+    /// Stops trusting any CA for `org` (a peering config was removed).
+    pub fn forget_org(&self, org: &OrgId) {
+        self.write().cas.remove(org);
+    }
+
+    /// The CA certificates trusted for `org`.
+    pub fn cas_for(&self, org: &OrgId) -> Vec<Vec<u8>> {
+        self.read().cas.get(org).cloned().unwrap_or_default()
+    }
+
+    /// Whether a certificate of `node` with `serial` is revoked.
+    pub fn is_revoked(&self, node: &NodeId, serial: &[u8]) -> bool {
+        let state = self.read();
+        state.revoked_nodes.contains(node)
+            || state
+                .revoked_serials
+                .get(&node.org())
+                .is_some_and(|s| s.contains(serial))
+    }
+
+    /// Applies a verified (and already persisted) snapshot of `org`. Returns the node ids
+    /// newly revoked by it.
+    pub fn apply_snapshot(&self, org: &OrgId, snapshot: &TrustSnapshot) -> Vec<NodeId> {
+        let mut state = self.write();
+        let current = state.snapshot_versions.get(org).copied().unwrap_or(0);
+        if snapshot.version <= current {
+            return Vec::new();
+        }
+        state
+            .snapshot_versions
+            .insert(org.clone(), snapshot.version);
+        state.revoked_serials.insert(
+            org.clone(),
+            snapshot.revoked_serials.iter().cloned().collect(),
+        );
+        let mut newly = Vec::new();
+        for id in &snapshot.revoked_nodes {
+            // Only the org's own authority can revoke its nodes.
+            let Ok(node) = NodeId::new(id) else { continue };
+            if node.in_org(org) && state.revoked_nodes.insert(node.clone()) {
+                newly.push(node);
+            }
+        }
+        newly
+    }
+
+    /// The newest snapshot version applied for `org` (0: none).
+    pub fn snapshot_version(&self, org: &OrgId) -> u64 {
+        self.read().snapshot_versions.get(org).copied().unwrap_or(0)
+    }
+
+    /// A copy of the whole state (status output, tests).
+    pub fn snapshot(&self) -> TrustState {
+        self.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(version: u64, nodes: &[&str], serials: &[&[u8]]) -> TrustSnapshot {
+        TrustSnapshot {
+            org: "acme".into(),
+            version,
+            issued_at: 0,
+            expires_at: 1,
+            revoked_serials: serials.iter().map(|s| s.to_vec()).collect(),
+            revoked_nodes: nodes.iter().map(|s| (*s).to_owned()).collect(),
+            ca_certificate_der: vec![],
+        }
+    }
+
+    #[test]
+    fn revocations_apply_only_to_the_signing_org_and_only_forward() {
+        let trust = TrustStore::new();
+        let acme = OrgId::new("acme").expect("org");
+        let newly =
+            trust.apply_snapshot(&acme, &snapshot(2, &["acme/bad", "globex/x"], &[b"\x01"]));
+        assert_eq!(newly, vec![NodeId::new("acme/bad").expect("id")]);
+        assert!(trust.is_revoked(&NodeId::new("acme/bad").expect("id"), b"\x09"));
+        assert!(trust.is_revoked(&NodeId::new("acme/ok").expect("id"), b"\x01"));
+        assert!(!trust.is_revoked(&NodeId::new("globex/x").expect("id"), b"\x09"));
+        assert!(!trust.is_revoked(&NodeId::new("globex/y").expect("id"), b"\x01"));
+        assert!(trust
+            .apply_snapshot(&acme, &snapshot(1, &["acme/other"], &[]))
+            .is_empty());
+        assert!(!trust.is_revoked(&NodeId::new("acme/other").expect("id"), b"\x00"));
+    }
+
+    #[test]
+    fn a_ca_is_trusted_for_its_org_only() {
+        let trust = TrustStore::new();
+        let acme = OrgId::new("acme").expect("org");
+        trust.trust_ca(&acme, vec![1, 2, 3]);
+        trust.trust_ca(&acme, vec![1, 2, 3]);
+        assert_eq!(trust.cas_for(&acme), vec![vec![1, 2, 3]]);
+        assert!(trust
+            .cas_for(&OrgId::new("globex").expect("org"))
+            .is_empty());
+    }
+}

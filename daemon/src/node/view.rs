@@ -1,0 +1,100 @@
+//! The node's read model: what `trellis status`, `peers list` and `routes list` show.
+//!
+//! The routing loop writes it after each input it handles; the admin API reads it under a
+//! short read lock, so status answers never wait behind the loop's backlog.
+
+use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use crate::admin::{NodeStatus, PeerInfo, RouteInfo};
+
+/// Everything the admin API reads without asking the loop.
+#[derive(Debug)]
+pub struct ViewState {
+    /// This node.
+    pub node_id: String,
+    /// Listen address.
+    pub listen: String,
+    /// Start time.
+    pub started: Instant,
+    /// Best route per service.
+    pub routes: BTreeMap<String, RouteInfo>,
+    /// Peers.
+    pub peers: BTreeMap<String, PeerInfo>,
+    /// Services originated here: service → (endpoint, protocol).
+    pub originated: BTreeMap<String, (String, String)>,
+    /// Counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Own org's trust snapshot version.
+    pub snapshot_version: u64,
+    /// Node certificate expiry.
+    pub cert_not_after: u64,
+}
+
+/// The shared read model.
+#[derive(Debug)]
+pub struct View {
+    state: RwLock<ViewState>,
+}
+
+impl View {
+    /// A view for `node_id` listening on `listen`.
+    pub fn new(node_id: String, listen: String, cert_not_after: u64) -> Self {
+        Self {
+            state: RwLock::new(ViewState {
+                node_id,
+                listen,
+                started: Instant::now(),
+                routes: BTreeMap::new(),
+                peers: BTreeMap::new(),
+                originated: BTreeMap::new(),
+                counters: BTreeMap::new(),
+                snapshot_version: 0,
+                cert_not_after,
+            }),
+        }
+    }
+
+    /// Reads the state.
+    pub fn read(&self) -> RwLockReadGuard<'_, ViewState> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the state.
+    pub fn write(&self) -> RwLockWriteGuard<'_, ViewState> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds `n` to a counter.
+    pub fn count(&self, name: &str, n: u64) {
+        *self.write().counters.entry(name.to_owned()).or_default() += n;
+    }
+
+    /// Whether the session with `peer` is up.
+    pub fn peer_up(&self, peer: &str) -> bool {
+        self.read().peers.get(peer).is_some_and(|p| p.state == "up")
+    }
+
+    /// The status record.
+    pub fn status(&self) -> NodeStatus {
+        let s = self.read();
+        NodeStatus {
+            role: "node".into(),
+            node_id: s.node_id.clone(),
+            listen: s.listen.clone(),
+            uptime_secs: s.started.elapsed().as_secs(),
+            peers_configured: s.peers.len(),
+            peers_up: s.peers.values().filter(|p| p.state == "up").count(),
+            routes: s.routes.len(),
+            originated: s.originated.len(),
+            snapshot_version: s.snapshot_version,
+            cert_not_after: s.cert_not_after,
+            counters: s.counters.clone(),
+        }
+    }
+}
