@@ -97,7 +97,12 @@ fn opt_time(t: Option<u64>) -> String {
 }
 
 pub fn status(ctx: &Context) -> Result<(), Failure> {
-    let status: AuthorityStatus = call(ctx, &Request::Status)?;
+    let value: serde_json::Value = call(ctx, &Request::Status)?;
+    if value["role"] == "node" {
+        return crate::node::node_status(ctx, value);
+    }
+    let status: AuthorityStatus =
+        serde_json::from_value(value).map_err(|e| Failure::new(6, format!("bad answer: {e}")))?;
     ctx.print(&status, |s| {
         format!(
             "org:              {}\nCA fingerprint:   {}\nenrollment:       {}\ntrust snapshot:   v{}\nnodes:            {} active, {} revoked\njoins pending:    {}\ntokens usable:    {}\n",

@@ -7,6 +7,7 @@
 
 mod authority;
 mod local;
+mod node;
 mod table;
 
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Authority status.
+    /// Daemon status (node or authority).
     Status,
     /// Join tokens.
     #[command(subcommand)]
@@ -52,6 +53,18 @@ enum Command {
         /// Only events since this long ago (30m, 2h, 1d) or this time (2026-11-23T10:00:00Z).
         #[arg(long)]
         since: Option<String>,
+    },
+    /// A node's peers and sessions.
+    #[command(subcommand)]
+    Peers(node::Peers),
+    /// A node's routes.
+    #[command(subcommand)]
+    Routes(node::Routes),
+    /// A node and its sessions, as text or Graphviz DOT.
+    Topology {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: node::Format,
     },
     /// Trust snapshots.
     #[command(subcommand)]
@@ -132,6 +145,9 @@ fn main() -> ExitCode {
         Command::Audit { since } => authority::audit(&ctx, since.as_deref()),
         Command::Snapshot(cmd) => local::snapshot(&ctx, cmd),
         Command::Cert(cmd) => local::cert(&ctx, cmd),
+        Command::Peers(cmd) => node::peers(&ctx, cmd),
+        Command::Routes(cmd) => node::routes(&ctx, cmd),
+        Command::Topology { format } => node::topology(&ctx, format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

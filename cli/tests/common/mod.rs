@@ -173,3 +173,168 @@ pub fn stderr(out: &Output) -> String {
 pub fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
+
+/// A free UDP port on 127.0.0.1 (bound and released; the OS does not hand it out again
+/// at once).
+pub fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("addr").port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after 30 s.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A node process (`trellisd node run`), killed on drop.
+pub struct Node {
+    pub dir: PathBuf,
+    pub id: String,
+    pub port: u16,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Joins `name` to `authority`'s org with an auto-approve join string and writes its
+    /// config (listen port and `peers` as `(node id, port)`); not started yet.
+    pub fn join(
+        scratch: &Scratch,
+        authority: &Authority,
+        org: &str,
+        name: &str,
+        join_string: &str,
+    ) -> Self {
+        let dir = scratch.join(&format!("{org}-{name}"));
+        let out = join(&dir, name, join_string);
+        assert!(out.status.success(), "join {name}: {}", stderr(&out));
+        let _ = authority;
+        Self {
+            config: dir.join("trellis.toml"),
+            dir,
+            id: format!("{org}/{name}"),
+            port: free_port(),
+            env: Vec::new(),
+            child: None,
+        }
+    }
+
+    /// Writes the config: static peers as `(node id, port)`, plus extra TOML.
+    pub fn configure(&self, peers: &[(&str, u16)], extra: &str) {
+        let mut text = format!("listen = \"127.0.0.1:{}\"\n{extra}\n", self.port);
+        text.push_str("[timers]\nhold_time = \"3s\"\nkeepalive = \"1s\"\nconnect_retry_min = \"100ms\"\nconnect_retry_max = \"1s\"\n");
+        for (id, port) in peers {
+            text.push_str(&format!(
+                "[[peer]]\naddress = \"127.0.0.1:{port}\"\nnode_id = \"{id}\"\n"
+            ));
+        }
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// Sets an environment variable for the next start.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.env.push((key.into(), value.into()));
+    }
+
+    /// Starts the daemon and waits for its "listening" line.
+    pub fn start(&mut self) {
+        let mut child = Command::new(bin("trellisd"))
+            .args(["node", "run", "--data-dir"])
+            .arg(&self.dir)
+            .arg("--config")
+            .arg(&self.config)
+            .env("TRELLIS_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn trellisd node run");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        assert!(
+            line.contains("listening on"),
+            "node {} did not start: {line:?}",
+            self.id
+        );
+        self.child = Some(child);
+    }
+
+    /// Kills the daemon at once (`kill -9`).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `trellis --json ARGS` against this node, parsed; `None` if it failed.
+    pub fn try_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let out = trellis(&self.dir, &[&["--json"], args].concat());
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// `trellis --json ARGS`, panicking on failure.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = trellis(&self.dir, &[&["--json"], args].concat());
+        assert!(
+            out.status.success(),
+            "trellis {args:?} on {}: {}",
+            self.id,
+            stderr(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// The best route to `service`, if any.
+    pub fn route(&self, service: &str) -> Option<serde_json::Value> {
+        let routes = self.try_json(&["routes", "list"])?;
+        routes
+            .as_array()?
+            .iter()
+            .find(|r| r["service"] == service)
+            .cloned()
+    }
+
+    /// The path of the best route to `service` as node/org names.
+    pub fn path(&self, service: &str) -> Option<Vec<String>> {
+        let route = self.route(service)?;
+        Some(
+            route["path"]
+                .as_array()?
+                .iter()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+
+    /// Whether the session with `peer` is up.
+    pub fn peer_up(&self, peer: &str) -> bool {
+        self.try_json(&["peers", "list"])
+            .and_then(|p| p.as_array().cloned())
+            .is_some_and(|peers| {
+                peers
+                    .iter()
+                    .any(|p| p["node_id"] == peer && p["state"] == "up")
+            })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

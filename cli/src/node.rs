@@ -1,0 +1,325 @@
+//! Commands against a node daemon: peers, routes, topology (and `status` for nodes).
+
+use clap::{Subcommand, ValueEnum};
+use trellis_daemon::admin::client::call_as;
+use trellis_daemon::admin::{NodeStatus, PeerInfo, Request, RouteDetail, RouteInfo, Topology};
+use trellis_daemon::util::time::rfc3339;
+
+use crate::authority::failure;
+use crate::table::render;
+use crate::{Context, Failure};
+
+#[derive(Subcommand)]
+pub enum Peers {
+    /// Configured peers and their sessions.
+    List,
+    /// One peer in detail.
+    Show {
+        /// Node id ORG/NAME.
+        node_id: String,
+    },
+    /// Add a peer of this node's org (kept across restarts).
+    Add {
+        /// Node id ORG/NAME.
+        node_id: String,
+        /// Its QUIC address HOST:PORT.
+        #[arg(long)]
+        address: String,
+        /// Link cost.
+        #[arg(long)]
+        link_cost: Option<u32>,
+    },
+    /// Remove a peer: close its session and withdraw its routes.
+    Remove {
+        /// Node id ORG/NAME.
+        node_id: String,
+    },
+    /// Close the session with a peer; it is redialed.
+    Reset {
+        /// Node id ORG/NAME.
+        node_id: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Protocol {
+    Tcp,
+    Http,
+    Grpc,
+}
+
+#[derive(Subcommand)]
+pub enum Routes {
+    /// The best route of every service.
+    List,
+    /// Every path of one service.
+    Show {
+        /// Service name.
+        service: String,
+    },
+    /// Originate a service from this node.
+    Advertise {
+        /// Service name, e.g. books.acme.
+        service: String,
+        /// Where it listens, HOST:PORT.
+        #[arg(long)]
+        endpoint: String,
+        /// What it speaks.
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+    },
+    /// Stop originating a service.
+    Withdraw {
+        /// Service name.
+        service: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Dot,
+}
+
+fn call<T: serde::de::DeserializeOwned>(ctx: &Context, request: &Request) -> Result<T, Failure> {
+    call_as(&ctx.socket()?, request).map_err(failure)
+}
+
+fn peers_table(peers: &[PeerInfo]) -> String {
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.node_id.clone(),
+                p.state.clone(),
+                p.role.clone(),
+                p.address.clone(),
+                p.routes_received.to_string(),
+                p.rtt_us
+                    .map_or_else(|| "-".into(), |us| format!("{:.1}ms", us as f64 / 1000.0)),
+                rfc3339(p.since),
+                p.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "PEER",
+            "STATE",
+            "ROLE",
+            "ADDRESS",
+            "ROUTES",
+            "RTT",
+            "SINCE",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+pub fn node_status(ctx: &Context, value: serde_json::Value) -> Result<(), Failure> {
+    let s: NodeStatus =
+        serde_json::from_value(value).map_err(|e| Failure::new(6, format!("bad answer: {e}")))?;
+    ctx.print(&s, |s| {
+        let counters: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "node:             {}\nlisten:           {}\nuptime:           {} s\npeers:            {} up of {}\nroutes:           {} ({} originated here)\ntrust snapshot:   v{}\ncertificate until {}\ncounters:         {}\n",
+            s.node_id,
+            s.listen,
+            s.uptime_secs,
+            s.peers_up,
+            s.peers_configured,
+            s.routes,
+            s.originated,
+            s.snapshot_version,
+            rfc3339(s.cert_not_after),
+            if counters.is_empty() { "-".into() } else { counters.join(" ") }
+        )
+    });
+    Ok(())
+}
+
+pub fn peers(ctx: &Context, cmd: Peers) -> Result<(), Failure> {
+    match cmd {
+        Peers::List => {
+            let peers: Vec<PeerInfo> = call(ctx, &Request::PeersList)?;
+            ctx.print(&peers, |p| peers_table(p));
+        }
+        Peers::Show { node_id } => {
+            let peer: PeerInfo = call(ctx, &Request::PeersShow { node_id })?;
+            ctx.print(&peer, |p| peers_table(std::slice::from_ref(p)));
+        }
+        Peers::Add {
+            node_id,
+            address,
+            link_cost,
+        } => {
+            let peer: Option<PeerInfo> = call(
+                ctx,
+                &Request::PeersAdd {
+                    node_id,
+                    address,
+                    link_cost,
+                },
+            )?;
+            ctx.print(&peer, |p| peers_table(p.as_slice()));
+        }
+        Peers::Remove { node_id } => {
+            let done: serde_json::Value = call(
+                ctx,
+                &Request::PeersRemove {
+                    node_id: node_id.clone(),
+                },
+            )?;
+            ctx.print(&done, |_| format!("removed {node_id}\n"));
+        }
+        Peers::Reset { node_id } => {
+            let done: serde_json::Value = call(
+                ctx,
+                &Request::PeersReset {
+                    node_id: node_id.clone(),
+                },
+            )?;
+            ctx.print(&done, |_| format!("reset the session with {node_id}\n"));
+        }
+    }
+    Ok(())
+}
+
+fn routes_table(routes: &[RouteInfo]) -> String {
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.service.clone(),
+                r.next_hop.clone().unwrap_or_else(|| "local".into()),
+                if r.path.is_empty() {
+                    "-".into()
+                } else {
+                    r.path.join(" ")
+                },
+                r.metric.to_string(),
+                r.protocol.clone(),
+                r.endpoint.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "SERVICE", "NEXT HOP", "PATH", "METRIC", "PROTOCOL", "ENDPOINT",
+        ],
+        &rows,
+    )
+}
+
+pub fn routes(ctx: &Context, cmd: Routes) -> Result<(), Failure> {
+    match cmd {
+        Routes::List => {
+            let routes: Vec<RouteInfo> = call(ctx, &Request::RoutesList)?;
+            ctx.print(&routes, |r| routes_table(r));
+        }
+        Routes::Show { service } => {
+            let detail: RouteDetail = call(ctx, &Request::RoutesShow { service })?;
+            if detail.paths.is_empty() && !ctx.json {
+                return Err(Failure::new(1, format!("no route to {}", detail.service)));
+            }
+            ctx.print(&detail, |d| {
+                let rows: Vec<Vec<String>> = d
+                    .paths
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            if p.best { "*".into() } else { String::new() },
+                            p.from.clone().unwrap_or_else(|| "local".into()),
+                            if p.path.is_empty() {
+                                "-".into()
+                            } else {
+                                p.path.join(" ")
+                            },
+                            p.metric.to_string(),
+                            p.origin.clone(),
+                            if p.valid { "valid" } else { "invalid" }.into(),
+                            if p.stale { "stale" } else { "" }.into(),
+                        ]
+                    })
+                    .collect();
+                format!(
+                    "{} (table entry {}):\n{}",
+                    d.service,
+                    d.matched.clone().unwrap_or_default(),
+                    render(
+                        &[
+                            "BEST",
+                            "FROM",
+                            "PATH",
+                            "METRIC",
+                            "ORIGIN",
+                            "ORIGIN CHECK",
+                            "STALE"
+                        ],
+                        &rows
+                    )
+                )
+            });
+        }
+        Routes::Advertise {
+            service,
+            endpoint,
+            protocol,
+        } => {
+            let protocol = match protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Http => "http",
+                Protocol::Grpc => "grpc",
+            };
+            let route: RouteInfo = call(
+                ctx,
+                &Request::RoutesAdvertise {
+                    service,
+                    endpoint,
+                    protocol: protocol.into(),
+                },
+            )?;
+            ctx.print(&route, |r| routes_table(std::slice::from_ref(r)));
+        }
+        Routes::Withdraw { service } => {
+            let done: serde_json::Value = call(
+                ctx,
+                &Request::RoutesWithdraw {
+                    service: service.clone(),
+                },
+            )?;
+            ctx.print(&done, |_| format!("withdrew {service}\n"));
+        }
+    }
+    Ok(())
+}
+
+pub fn topology(ctx: &Context, format: Format) -> Result<(), Failure> {
+    let topo: Topology = call(ctx, &Request::Topology)?;
+    ctx.print(&topo, |t| match format {
+        Format::Text => {
+            let mut out = format!("{}\n", t.node_id);
+            for p in &t.peers {
+                out.push_str(&format!(
+                    "  ── {} ({}, {}, {} routes)\n",
+                    p.node_id, p.state, p.role, p.routes_received
+                ));
+            }
+            out
+        }
+        Format::Dot => {
+            let mut out = String::from("graph trellis {\n");
+            for p in &t.peers {
+                let style = if p.state == "up" { "solid" } else { "dashed" };
+                out.push_str(&format!(
+                    "  \"{}\" -- \"{}\" [style={style}, label=\"{}\"];\n",
+                    t.node_id, p.node_id, p.role
+                ));
+            }
+            out.push_str("}\n");
+            out
+        }
+    });
+    Ok(())
+}
