@@ -294,7 +294,6 @@ impl RoutingLoop {
                     self.on_best(service, best);
                 }
                 Output::ManifestRejected { from, error } => {
-                    self.view.count("manifests_rejected", 1);
                     tracing::warn!(from = from.as_ref().map(NodeId::as_str), error = %error, "origin manifest refused");
                 }
             }
@@ -302,6 +301,7 @@ impl RoutingLoop {
         if changed {
             self.refresh_peer_counts();
         }
+        self.view.set_router_stats(self.router.stats());
     }
 
     fn on_best(&mut self, service: ServiceName, best: Option<trellis_routing::Best>) {

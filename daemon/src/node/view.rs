@@ -75,6 +75,27 @@ impl View {
         *self.write().counters.entry(name.to_owned()).or_default() += n;
     }
 
+    /// Copies the routing core's counters (prefixed `router_`).
+    pub fn set_router_stats(&self, stats: &trellis_routing::Stats) {
+        let pairs = [
+            ("router_updates_received", stats.updates_received),
+            ("router_batches_malformed", stats.batches_malformed),
+            ("router_routes_rejected_malformed", stats.routes_rejected_malformed),
+            ("router_routes_rejected_loop", stats.routes_rejected_loop),
+            ("router_routes_rejected_policy", stats.routes_rejected_policy),
+            ("router_routes_origin_unverified", stats.routes_origin_unverified),
+            ("router_max_routes_exceeded", stats.max_routes_exceeded),
+            ("router_manifests_accepted", stats.manifests_accepted),
+            ("router_manifests_rejected", stats.manifests_rejected),
+            ("router_stale_paths_purged", stats.stale_paths_purged),
+            ("router_batches_sent", stats.batches_sent),
+        ];
+        let mut state = self.write();
+        for (name, value) in pairs {
+            state.counters.insert(name.to_owned(), value);
+        }
+    }
+
     /// Whether the session with `peer` is up.
     pub fn peer_up(&self, peer: &str) -> bool {
         self.read().peers.get(peer).is_some_and(|p| p.state == "up")
