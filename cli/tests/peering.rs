@@ -273,3 +273,49 @@ fn revoking_b_at_the_authority_closes_every_session_with_b() {
         "B was let back in"
     );
 }
+
+#[test]
+fn a_running_node_renews_its_certificate_and_keeps_peering_after_the_old_one_expires() {
+    let scratch = Scratch::new("peer-renew");
+    // Certificates live 20 s (plus the 5-minute backdating), so nodes renew at once and
+    // the first certificates expire during the test.
+    let authority = Authority::start(scratch.join("auth"), "acme", &["--cert-lifetime", "20s"]);
+    let js = authority.token(&["--auto-approve", "--uses", "3", "--ttl", "10m"]);
+    let mut a = Node::join(&scratch, &authority, "acme", "a", &js);
+    let mut b = Node::join(&scratch, &authority, "acme", "b", &js);
+    let joined = std::time::Instant::now();
+    let d_port = common::free_port();
+    a.configure(&[("acme/b", b.port)], "");
+    b.configure(&[("acme/a", a.port), ("acme/d", d_port)], "");
+    for n in [&mut a, &mut b] {
+        n.env("TRELLIS_TRUST_REFRESH", "1s");
+        n.start();
+    }
+    wait_for("a–b up", || a.peer_up("acme/b").then_some(()));
+    a.json(&["routes", "advertise", "books.acme", "--endpoint", "127.0.0.1:8080"]);
+    wait_for("books.acme at B", || b.route("books.acme"));
+
+    // 1. Both renew while running (the authority logs cert.renew for each).
+    wait_for("renewals", || {
+        let audit = authority.json(&["audit"]).to_string();
+        (audit.contains("\"cert.renew\"") && audit.matches("cert.renew").count() >= 2).then_some(())
+    });
+    // 2. Past the first certificates' expiry, a new handshake still succeeds.
+    let expiry = std::time::Duration::from_secs(22);
+    std::thread::sleep(expiry.saturating_sub(joined.elapsed()));
+    a.json(&["peers", "reset", "acme/b"]);
+    wait_for("a–b up again with renewed certificates", || {
+        let peers = a.try_json(&["peers", "list"])?;
+        let sessions = peers[0]["sessions"].as_u64()?;
+        (sessions >= 2 && a.peer_up("acme/b")).then_some(())
+    });
+    // 3. A node that joins now learns A's manifest, re-signed with A's renewed certificate.
+    let mut d = Node::join(&scratch, &authority, "acme", "d", &js);
+    d.port = d_port;
+    d.configure(&[("acme/b", b.port)], "");
+    d.start();
+    let path = wait_for("books.acme at D", || d.path("books.acme"));
+    assert_eq!(path, vec!["acme/b", "acme/a"]);
+    let shown = d.json(&["routes", "show", "books.acme"]);
+    assert_eq!(shown["paths"][0]["valid"], true, "{shown}");
+}

@@ -268,6 +268,8 @@ pub struct NodeCert {
     pub node: NodeId,
     /// Serial number, big-endian bytes.
     pub serial: Vec<u8>,
+    /// Start of validity, seconds since the epoch.
+    pub not_before: u64,
     /// End of validity, seconds since the epoch.
     pub not_after: u64,
     /// Subject public key (the raw EC point).
@@ -300,9 +302,11 @@ pub fn parse_node_cert(der: &[u8]) -> Result<NodeCert, PkiError> {
         .ok_or_else(|| bad(format!("URI SAN {uri:?} is not trellis://ORG/NAME")))?;
     let node = NodeId::new(id).map_err(|e| bad(e.to_string()))?;
     let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    let not_before = u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0);
     Ok(NodeCert {
         node,
         serial: cert.raw_serial().to_vec(),
+        not_before,
         not_after,
         public_key: cert.public_key().subject_public_key.data.to_vec(),
     })

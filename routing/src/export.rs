@@ -35,6 +35,19 @@ pub(crate) struct AdjOut {
 }
 
 impl AdjOut {
+    /// Records that `version` of `origin`'s manifest goes to this peer, if the peer
+    /// already had an older one (so it holds routes of that origin). Returns whether
+    /// it should be sent.
+    pub(crate) fn supersede_manifest(&mut self, origin: &NodeId, version: u64) -> bool {
+        match self.manifests_sent.get_mut(origin) {
+            Some(have) if *have < version => {
+                *have = version;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// When the pending changes are due to go out.
     pub(crate) fn due(&self) -> Option<Instant> {
         self.due.filter(|_| !self.pending.is_empty())

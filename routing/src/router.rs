@@ -162,6 +162,9 @@ pub enum Input {
         /// The service.
         service: ServiceName,
     },
+    /// Re-sign this node's manifest under a new version (its signing certificate was
+    /// renewed) and send it to every peer that holds an older one.
+    RefreshManifest,
     /// Nothing new: only run due timers.
     Tick,
 }
@@ -381,6 +384,13 @@ impl Router {
             Input::LinkCost { peer, cost } => self.on_link_cost(now, &peer, cost),
             Input::Originate { service, protocol } => self.on_originate(now, service, protocol),
             Input::StopOriginating { service } => self.on_stop_originating(now, service),
+            Input::RefreshManifest => {
+                if !self.originated.is_empty() {
+                    self.publish_manifest();
+                    let local = self.cfg.local.clone();
+                    self.forward_manifest(&local, None);
+                }
+            }
             Input::Tick => {}
         }
         self.run_timers(now);
@@ -545,12 +555,35 @@ impl Router {
                     );
                 }
                 self.revalidate(now, &signed.manifest.origin, &services);
+                self.forward_manifest(&signed.manifest.origin, from.as_ref());
             }
             Err(ManifestError::NotNewer { .. }) => self.stats.manifests_not_newer += 1,
             Err(error) => {
                 self.stats.manifests_rejected += 1;
                 self.outputs
                     .push_back(Output::ManifestRejected { from, error });
+            }
+        }
+    }
+
+    /// Sends `origin`'s current manifest to every up peer (but `from`) that was sent an
+    /// older version, so a newer manifest reaches everyone holding the origin's routes
+    /// even when no route changes.
+    fn forward_manifest(&mut self, origin: &NodeId, from: Option<&NodeId>) {
+        let Some(current) = self.manifests.get(origin).cloned() else {
+            return;
+        };
+        let version = current.manifest.version;
+        for peer in self.peers.iter_mut().flatten() {
+            if !peer.up || Some(&peer.cfg.id) == from {
+                continue;
+            }
+            if peer.out.supersede_manifest(origin, version) {
+                self.stats.manifests_sent += 1;
+                self.outputs.push_back(Output::Send {
+                    peer: peer.cfg.id.clone(),
+                    message: Message::Manifest(current.clone()),
+                });
             }
         }
     }

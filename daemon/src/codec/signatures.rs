@@ -34,6 +34,10 @@ use super::CodecError;
 use crate::node::trust::TrustStore;
 use crate::pki::{self, NodeCert};
 
+/// This node's current certificate (DER), replaced in place when it is renewed so new
+/// manifests carry the new certificate.
+pub type SharedCert = Arc<std::sync::RwLock<Vec<u8>>>;
+
 /// A clock: milliseconds since the Unix epoch.
 type Clock = Box<dyn Fn() -> u64 + Send + Sync>;
 
@@ -41,7 +45,7 @@ type Clock = Box<dyn Fn() -> u64 + Send + Sync>;
 pub struct NodeSignatures {
     local: NodeId,
     key: EcdsaKeyPair,
-    cert_der: Vec<u8>,
+    cert_der: SharedCert,
     trust: Arc<TrustStore>,
     clock: Clock,
 }
@@ -91,7 +95,7 @@ impl NodeSignatures {
         Ok(Self {
             local,
             key: signing,
-            cert_der,
+            cert_der: Arc::new(std::sync::RwLock::new(cert_der)),
             trust,
             clock: Box::new(system_clock_ms),
         })
@@ -102,6 +106,12 @@ impl NodeSignatures {
     pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock = Box::new(clock);
         self
+    }
+
+    /// The shared certificate: write a renewed certificate (same key) into it, then ask
+    /// the router to re-sign (`Input::RefreshManifest`).
+    pub fn certificate(&self) -> SharedCert {
+        self.cert_der.clone()
     }
 
     /// The node this signs for.
@@ -186,7 +196,12 @@ impl Signatures for NodeSignatures {
             tracing::error!(origin = %manifest.origin, error = %e, "manifest signing failed");
             Vec::new()
         });
-        join_blob(&self.cert_der, issued_at_ms, &signature)
+        let cert = self
+            .cert_der
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        join_blob(&cert, issued_at_ms, &signature)
     }
 
     fn verify(&self, manifest: &OriginManifest, signature: &[u8]) -> Result<(), VerifyError> {

@@ -110,6 +110,11 @@ pub enum Command {
         /// Encoded envelope.
         envelope: Vec<u8>,
     },
+    /// The node certificate was renewed: re-sign the manifest with it.
+    CertificateRenewed {
+        /// New expiry.
+        not_after: u64,
+    },
 }
 
 struct Current {
@@ -732,6 +737,15 @@ impl RoutingLoop {
                 });
             }
             Command::ApplySnapshot { envelope } => self.on_snapshot(None, envelope),
+            Command::CertificateRenewed { not_after } => {
+                self.view.write().cert_not_after = not_after;
+                self.router.handle(now, Input::RefreshManifest);
+                self.persist(StoreOp::Event {
+                    kind: "cert.renew".into(),
+                    subject: self.local.as_str().into(),
+                    detail: format!("not_after={not_after}"),
+                });
+            }
         }
     }
 

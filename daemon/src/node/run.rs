@@ -139,6 +139,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
     let sigs =
         codec::signatures::NodeSignatures::new(local_id.clone(), &key, cert_der, trust.clone())
             .map_err(local)?;
+    let manifest_cert = sigs.certificate();
     let mut rcfg = RouterConfig::new(local_id.clone());
     rcfg.mrai = config.timers.mrai;
     rcfg.max_path_len = config.limits.max_path_len;
@@ -188,7 +189,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains(node)
     });
-    let server = transport::server_config(&identity, trust.clone(), admit, &limits)
+    let server = transport::server_config(&identity, trust.clone(), admit.clone(), &limits)
         .map_err(|e| NodeError::Config(e.to_string()))?;
     let endpoint = transport::endpoint(config.listen, server).map_err(|e| NodeError::Listen {
         addr: config.listen.to_string(),
@@ -214,10 +215,11 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
 
     // Accept and dial.
     let accept_task = tokio::spawn(accept_loop(endpoint.clone(), conn_tx.clone()));
+    let identity = Arc::new(RwLock::new(identity));
     let dial_task = tokio::spawn(dial_manager(
         dial_rx,
         endpoint.clone(),
-        identity,
+        identity.clone(),
         trust.clone(),
         limits,
         conn_tx,
@@ -237,7 +239,15 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
         cmd_tx.clone(),
         paths.clone(),
     ));
-    let refresh_task = tokio::spawn(refresh_trust(paths.clone(), cmd_tx.clone()));
+    let renewal = Renewal {
+        endpoint: endpoint.clone(),
+        identity,
+        manifest_cert,
+        trust: trust.clone(),
+        admit,
+        limits: transport::Limits::default(),
+    };
+    let refresh_task = tokio::spawn(refresh_trust(paths.clone(), cmd_tx.clone(), renewal));
 
     println!(
         "node {} listening on {bound}; admin socket {}",
@@ -463,7 +473,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, conns: mpsc::UnboundedSender<New
 async fn dial_manager(
     mut cmds: mpsc::UnboundedReceiver<DialCmd>,
     endpoint: quinn::Endpoint,
-    identity: Identity,
+    identity: Arc<RwLock<Identity>>,
     trust: Arc<TrustStore>,
     limits: transport::Limits,
     conns: mpsc::UnboundedSender<NewConn>,
@@ -506,7 +516,7 @@ async fn dial_loop(
     peer: NodeId,
     addr: SocketAddr,
     endpoint: quinn::Endpoint,
-    identity: Identity,
+    identity: Arc<RwLock<Identity>>,
     trust: Arc<TrustStore>,
     limits: transport::Limits,
     conns: mpsc::UnboundedSender<NewConn>,
@@ -519,10 +529,14 @@ async fn dial_loop(
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
+        let current = identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         match transport::dial(
             &endpoint,
             addr,
-            &identity,
+            &current,
             trust.clone(),
             peer.clone(),
             &limits,
@@ -530,7 +544,7 @@ async fn dial_loop(
         .await
         {
             Ok(conn) => {
-                let local = identity.node.clone();
+                let local = current.node.clone();
                 if conns
                     .send(NewConn {
                         conn: conn.clone(),
@@ -565,10 +579,45 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
+/// What a certificate renewal must update in the running node.
+struct Renewal {
+    endpoint: quinn::Endpoint,
+    identity: Arc<RwLock<Identity>>,
+    manifest_cert: codec::signatures::SharedCert,
+    trust: Arc<TrustStore>,
+    admit: transport::Admit,
+    limits: transport::Limits,
+}
+
+impl Renewal {
+    /// Loads the renewed certificate and uses it: for new inbound handshakes, for dials,
+    /// and in newly signed manifests.
+    fn apply(&self, paths: &Paths) -> Result<u64, NodeError> {
+        let loaded = load_identity(paths)?;
+        let server = transport::server_config(
+            &loaded.identity,
+            self.trust.clone(),
+            self.admit.clone(),
+            &self.limits,
+        )
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+        self.endpoint.set_server_config(Some(server));
+        *self
+            .identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded.identity;
+        *self
+            .manifest_cert
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded.cert_der;
+        Ok(loaded.cert.not_after)
+    }
+}
+
 /// Fetches the authority's newest trust snapshot every minute (`TRELLIS_TRUST_REFRESH`)
-/// and renews the node
-/// certificate when less than a third of a day is left; routing never waits on it.
-async fn refresh_trust(paths: Paths, commands: mpsc::Sender<Command>) {
+/// and renews the node certificate once two thirds of its lifetime have passed; routing
+/// never waits on the authority.
+async fn refresh_trust(paths: Paths, commands: mpsc::Sender<Command>, renewal: Renewal) {
     // TRELLIS_TRUST_REFRESH (e.g. "10s") shortens the poll, for tests and small meshes.
     let every = std::env::var("TRELLIS_TRUST_REFRESH")
         .ok()
@@ -588,15 +637,23 @@ async fn refresh_trust(paths: Paths, commands: mpsc::Sender<Command>) {
             .ok()
             .and_then(|pem| pki::pem_to_der(&pem).ok())
             .and_then(|der| pki::parse_node_cert(&der).ok());
-        if let Some(cert) = cert {
-            if cert.not_after.saturating_sub(crate::util::time::now_secs()) < 8 * 3600 {
-                match crate::enroll::client::renew(&paths.dir).await {
-                    Ok(done) => {
-                        tracing::info!(serial = %done.serial, "certificate renewed (used for new connections after restart)")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
+        let Some(cert) = cert else { continue };
+        let lifetime = cert.not_after.saturating_sub(cert.not_before);
+        let left = cert.not_after.saturating_sub(crate::util::time::now_secs());
+        if left >= lifetime / 3 {
+            continue;
+        }
+        match crate::enroll::client::renew(&paths.dir).await {
+            Ok(done) => match renewal.apply(&paths) {
+                Ok(not_after) => {
+                    tracing::info!(serial = %done.serial, not_after, "certificate renewed and in use");
+                    let _ = commands
+                        .send(Command::CertificateRenewed { not_after })
+                        .await;
                 }
-            }
+                Err(e) => tracing::error!(error = %e, "renewed certificate could not be loaded"),
+            },
+            Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
         }
     }
 }

@@ -80,10 +80,19 @@ impl View {
         let pairs = [
             ("router_updates_received", stats.updates_received),
             ("router_batches_malformed", stats.batches_malformed),
-            ("router_routes_rejected_malformed", stats.routes_rejected_malformed),
+            (
+                "router_routes_rejected_malformed",
+                stats.routes_rejected_malformed,
+            ),
             ("router_routes_rejected_loop", stats.routes_rejected_loop),
-            ("router_routes_rejected_policy", stats.routes_rejected_policy),
-            ("router_routes_origin_unverified", stats.routes_origin_unverified),
+            (
+                "router_routes_rejected_policy",
+                stats.routes_rejected_policy,
+            ),
+            (
+                "router_routes_origin_unverified",
+                stats.routes_origin_unverified,
+            ),
             ("router_max_routes_exceeded", stats.max_routes_exceeded),
             ("router_manifests_accepted", stats.manifests_accepted),
             ("router_manifests_rejected", stats.manifests_rejected),
