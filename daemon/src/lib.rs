@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod authority;
+pub mod cli;
 pub mod codec;
 pub mod enroll;
 pub mod node;

@@ -140,6 +140,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
         codec::signatures::NodeSignatures::new(local_id.clone(), &key, cert_der, trust.clone())
             .map_err(local)?;
     let manifest_cert = sigs.certificate();
+    let unverified = sigs.unverified_counter();
     let mut rcfg = RouterConfig::new(local_id.clone());
     rcfg.mrai = config.timers.mrai;
     rcfg.max_path_len = config.limits.max_path_len;
@@ -159,6 +160,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
         cert.not_after,
     ));
     view.write().snapshot_version = trust.snapshot_version(&org);
+    view.add_counter("manifests_unverified_foreign_org", unverified);
     let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
     let (dial_tx, dial_rx) = mpsc::unbounded_channel();
     let mut routing = RoutingLoop::new(

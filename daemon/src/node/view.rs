@@ -36,6 +36,7 @@ pub struct ViewState {
 #[derive(Debug)]
 pub struct View {
     state: RwLock<ViewState>,
+    external: std::sync::Mutex<Vec<(String, std::sync::Arc<std::sync::atomic::AtomicU64>)>>,
 }
 
 impl View {
@@ -53,7 +54,16 @@ impl View {
                 snapshot_version: 0,
                 cert_not_after,
             }),
+            external: std::sync::Mutex::default(),
         }
+    }
+
+    /// Shows a counter kept elsewhere (e.g. by the manifest verifier) under `name`.
+    pub fn add_counter(&self, name: &str, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        self.external
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((name.to_owned(), counter));
     }
 
     /// Reads the state.
@@ -112,6 +122,15 @@ impl View {
 
     /// The status record.
     pub fn status(&self) -> NodeStatus {
+        let mut counters = self.read().counters.clone();
+        for (name, counter) in self
+            .external
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            counters.insert(name.clone(), counter.load(std::sync::atomic::Ordering::Relaxed));
+        }
         let s = self.read();
         NodeStatus {
             role: "node".into(),
@@ -124,7 +143,7 @@ impl View {
             originated: s.originated.len(),
             snapshot_version: s.snapshot_version,
             cert_not_after: s.cert_not_after,
-            counters: s.counters.clone(),
+            counters,
         }
     }
 }

@@ -161,13 +161,26 @@ fn verification_fails_for_a_certificate_from_an_untrusted_ca() {
 }
 
 #[test]
-fn a_ca_never_vouches_for_a_node_of_another_org() {
+fn a_manifest_of_an_org_without_a_trusted_ca_is_accepted_as_unverified_and_counted() {
+    // RFC 6811 "NotFound": this node holds no CA for globex (an interior node, or a
+    // partner of a partner); the border node that holds it verified the chain.
     let ca = org_ca("acme");
     let trust = trusting(&ca);
     let (origin, _) = node_signer(&ca, "globex/api-1", &trust);
     let sent = signed_by(&origin, manifest("globex/api-1", &["api.globex"]));
-    let why = reason(origin.verify(&sent.manifest, &sent.signature));
-    assert_eq!(why, "no CA is trusted for globex");
+    origin
+        .verify(&sent.manifest, &sent.signature)
+        .expect("accepted as unverified");
+    assert_eq!(
+        origin
+            .unverified_counter()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // A forged signature is still refused.
+    let mut tampered = (*sent.manifest).clone();
+    tampered.services.insert(service("bank.globex"));
+    assert_eq!(reason(origin.verify(&tampered, &sent.signature)), "signature does not verify");
 }
 
 #[test]
