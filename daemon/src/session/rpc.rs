@@ -49,6 +49,7 @@ struct InState {
     last_rx: Option<Instant>,
     failure: Option<(CloseReason, String)>,
     peer_closed: Option<(CloseReason, String)>,
+    up: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +88,7 @@ struct Inbound {
     events: mpsc::Sender<Event>,
     state: Rc<RefCell<InState>>,
     wake: Rc<Notify>,
+    up: Rc<Notify>,
     opened: RefCell<Option<oneshot::Sender<()>>>,
 }
 
@@ -106,6 +108,25 @@ impl Inbound {
             return Err(rpc_err("open first"));
         }
         Ok(())
+    }
+
+    /// Waits until the routing loop knows the session is up, so nothing the peer sends
+    /// right after `open` reaches the loop before `Event::Up` (it would be dropped).
+    async fn until_up(&self) -> Result<(), capnp::Error> {
+        self.require_open()?;
+        loop {
+            let notified = self.up.notified();
+            {
+                let state = self.state.borrow();
+                if state.up {
+                    return Ok(());
+                }
+                if state.failure.is_some() {
+                    return Err(rpc_err("session closing"));
+                }
+            }
+            notified.await;
+        }
     }
 
     fn fail(&self, reason: CloseReason, message: String) {
@@ -169,7 +190,7 @@ impl peer_session::Server for Inbound {
         params: peer_session::UpdateParams,
         _: peer_session::UpdateResults,
     ) -> Result<(), capnp::Error> {
-        self.require_open()?;
+        self.until_up().await?;
         let batch = params.get()?.get_batch()?;
         let batch = codec::update::read_batch(batch).map_err(|e| self.bad_input(&e))?;
         self.forward(Event::Update {
@@ -185,7 +206,7 @@ impl peer_session::Server for Inbound {
         _: peer_session::EndOfTableParams,
         _: peer_session::EndOfTableResults,
     ) -> Result<(), capnp::Error> {
-        self.require_open()?;
+        self.until_up().await?;
         self.forward(Event::EndOfTable {
             peer: self.peer.clone(),
             conn: self.conn,
@@ -211,7 +232,7 @@ impl peer_session::Server for Inbound {
         params: peer_session::SignedParams,
         _: peer_session::SignedResults,
     ) -> Result<(), capnp::Error> {
-        self.require_open()?;
+        self.until_up().await?;
         let envelope = params.get()?.get_envelope()?;
         let kind = envelope.get_kind().map_err(|e| {
             self.bad_input(&codec::CodecError::Malformed(format!("envelope kind: {e}")))
@@ -406,6 +427,7 @@ pub async fn run(
 
     let state = Rc::new(RefCell::new(InState::default()));
     let wake = Rc::new(Notify::new());
+    let up_notify = Rc::new(Notify::new());
     let (opened_tx, opened_rx) = oneshot::channel();
     let inbound = Inbound {
         peer: peer.clone(),
@@ -414,6 +436,7 @@ pub async fn run(
         events: events.clone(),
         state: state.clone(),
         wake: wake.clone(),
+        up: up_notify.clone(),
         opened: RefCell::new(Some(opened_tx)),
     };
     let network = twoparty::VatNetwork::new(
@@ -451,6 +474,7 @@ pub async fn run(
         &conn,
         opened_rx,
         &mut rpc_done,
+        &up_notify,
     )
     .await;
     let (reason, message, graceful, notify_peer) = outcome;
@@ -501,6 +525,7 @@ async fn session_loop(
     conn: &quinn::Connection,
     opened_rx: oneshot::Receiver<()>,
     rpc_done: &mut oneshot::Receiver<String>,
+    up_notify: &Rc<Notify>,
 ) -> Outcome {
     // 1. Both opens.
     let mut open_req = remote.open_request();
@@ -576,6 +601,8 @@ async fn session_loop(
             true,
         );
     }
+    state.borrow_mut().up = true;
+    up_notify.notify_waiters();
     tracing::info!(
         peer = peer.as_str(),
         hold_secs = hold.map_or(0, |h| h.as_secs()),
