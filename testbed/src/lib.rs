@@ -11,3 +11,4 @@ pub mod rng;
 pub mod run;
 pub mod sim;
 pub mod topology;
+pub mod topology_file;

@@ -3,11 +3,16 @@
 //!
 //! Generated shapes (all seeded, all connected):
 //! * `line`, `ring`, `star`, `grid` (⌈√N⌉ columns), `random` (a random
-//!   spanning tree plus N/2 extra links, average degree about 3);
+//!   spanning tree plus N/2 extra links, average degree about 3), `mesh`
+//!   (every pair of nodes linked: N(N−1)/2 links, at most [`MAX_MESH_NODES`]
+//!   nodes);
 //! * `multi-org`: nodes split over K orgs (default 3), a ring inside each
 //!   org, and between orgs a provider tree (org i's provider is org (i−1)/2)
 //!   plus peer links between sibling orgs, each relation realised by two
 //!   border links when the orgs have two nodes or more.
+//!
+//! Hand-written topologies are read from TOML files by
+//! [`crate::topology_file`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -49,6 +54,8 @@ pub enum Shape {
     Grid,
     /// A seeded random connected graph.
     Random,
+    /// A full mesh: every pair of nodes linked.
+    Mesh,
     /// Several orgs with customer / peer / provider relations.
     MultiOrg,
 }
@@ -62,10 +69,11 @@ impl FromStr for Shape {
             "star" => Shape::Star,
             "grid" => Shape::Grid,
             "random" => Shape::Random,
+            "mesh" | "full-mesh" => Shape::Mesh,
             "multi-org" => Shape::MultiOrg,
             _ => {
                 return Err(format!(
-                    "unknown topology {s:?} (line, ring, star, grid, random, multi-org)"
+                    "unknown topology {s:?} (line, ring, star, grid, random, mesh, multi-org)"
                 ))
             }
         })
@@ -80,10 +88,14 @@ impl fmt::Display for Shape {
             Shape::Star => "star",
             Shape::Grid => "grid",
             Shape::Random => "random",
+            Shape::Mesh => "mesh",
             Shape::MultiOrg => "multi-org",
         })
     }
 }
+
+/// Most nodes a generated `mesh` may have (it has N(N−1)/2 links).
+pub const MAX_MESH_NODES: usize = 1000;
 
 /// The relationship `a` has with `b` seen from `b`'s side.
 pub fn mirror(role: Relationship) -> Relationship {
@@ -117,6 +129,12 @@ impl Topology {
         if shape == Shape::MultiOrg {
             return Self::multi_org(n, orgs.max(2), seed);
         }
+        if shape == Shape::Mesh && n > MAX_MESH_NODES {
+            return Err(format!(
+                "a mesh of {n} nodes would have {} links; at most {MAX_MESH_NODES} nodes",
+                n * (n - 1) / 2
+            ));
+        }
         let nodes = (0..n).map(|i| node(0, i)).collect();
         let mut t = Topology {
             nodes,
@@ -145,6 +163,13 @@ impl Topology {
                 }
             }
             Shape::Random => t.random_links(0..n, n / 2, &mut rng),
+            Shape::Mesh => {
+                for a in 0..n {
+                    for b in a + 1..n {
+                        t.internal(a, b);
+                    }
+                }
+            }
             Shape::MultiOrg => unreachable!("handled above"),
         }
         Ok(t)
@@ -296,7 +321,15 @@ mod tests {
 
     #[test]
     fn every_generated_topology_is_connected() {
-        for shape in ["line", "ring", "star", "grid", "random", "multi-org"] {
+        for shape in [
+            "line",
+            "ring",
+            "star",
+            "grid",
+            "random",
+            "mesh",
+            "multi-org",
+        ] {
             for n in [3, 7, 30] {
                 let t = Topology::generate(shape.parse().unwrap(), n, 3, 9).unwrap();
                 assert_eq!(t.nodes.len(), n);
@@ -314,5 +347,38 @@ mod tests {
         }
         assert!(t.links.iter().any(|l| l.role == Relationship::Peer));
         assert!(t.links.iter().any(|l| l.role == Relationship::Customer));
+    }
+
+    #[test]
+    fn a_mesh_links_every_pair_and_simulates_healthy() {
+        for name in ["mesh", "full-mesh"] {
+            assert_eq!(name.parse::<Shape>(), Ok(Shape::Mesh));
+        }
+        assert_eq!(Shape::Mesh.to_string(), "mesh");
+        assert!(Shape::from_str("hypercube").unwrap_err().contains("mesh"));
+        let t = Topology::generate(Shape::Mesh, 5, 1, 1).unwrap();
+        assert_eq!(t.links.len(), 10);
+        for a in 0..5 {
+            for b in a + 1..5 {
+                assert!(t.has_link(a, b), "{a}-{b}");
+            }
+        }
+        assert!(t.links.iter().all(|l| l.role == Relationship::Internal));
+        assert_eq!(t.diameter_estimate(), 1);
+        assert!(Topology::generate(Shape::Mesh, MAX_MESH_NODES + 1, 1, 1).is_err());
+
+        let r = crate::run::run(&crate::run::SimOptions {
+            nodes: 5,
+            shape: Shape::Mesh,
+            orgs: 1,
+            seed: 1,
+            link: crate::sim::LinkParams::default(),
+            config: crate::sim::SimConfig::default(),
+            fail_node: Some(2),
+            limit: std::time::Duration::from_secs(600),
+        })
+        .unwrap();
+        assert_eq!((r.topology.as_str(), r.nodes, r.links), ("mesh", 5, 10));
+        assert!(crate::run::healthy(&r), "{}", crate::run::summary(&r));
     }
 }
