@@ -7,6 +7,7 @@
 //! (real daemons, link emulator, scenarios) builds on the same topologies.
 #![forbid(unsafe_code)]
 
+pub mod net;
 pub mod rng;
 pub mod run;
 pub mod sim;

@@ -1,5 +1,6 @@
 //! `trellis-testbed`: the developer's testbed command.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,6 +25,128 @@ struct Cli {
 enum Cmd {
     /// Simulate N routing cores in one process under a virtual clock.
     Sim(SimArgs),
+    /// Start a whole network of real daemons (authorities, nodes, link emulator) and leave it running.
+    Up {
+        /// line, ring, star, grid, mesh, random, multi-org, or a .toml topology file.
+        #[arg(long, default_value = "ring")]
+        topology: String,
+        /// Nodes (built-in topologies).
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Orgs (multi-org).
+        #[arg(long, default_value_t = 3)]
+        orgs: usize,
+        /// Seed (random topologies, emulated loss).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Network dir.
+        #[arg(long, default_value = "trellis-net")]
+        dir: PathBuf,
+    },
+    /// Show the processes of a network and what each node sees.
+    Status {
+        /// Network dir.
+        #[arg(long, default_value = "trellis-net")]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the processes `up` started (by pid); keep the dir unless --purge.
+    Down {
+        /// Network dir.
+        #[arg(long, default_value = "trellis-net")]
+        dir: PathBuf,
+        /// Also remove the network dir.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Change a link at runtime through the link emulator.
+    Link {
+        #[command(subcommand)]
+        op: LinkOp,
+        /// Network dir.
+        #[arg(long, global = true, default_value = "trellis-net")]
+        dir: PathBuf,
+    },
+    /// Run a fault scenario against real daemons and check its invariants.
+    Scenario {
+        /// converge, kill-node, restart-node, partition-heal, flap, lossy-link, revoke-node, authority-down, restart-storm.
+        name: String,
+        /// Nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Topology (name or .toml file).
+        #[arg(long, default_value = "ring")]
+        topology: String,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Three orgs, nine nodes: converge, reroute around a cut link, cut off a revoked node.
+    Demo,
+    /// (internal) Serve the link emulator of a network started by `up`.
+    #[command(hide = true)]
+    Emulate {
+        /// Network dir.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LinkOp {
+    /// Set delay, jitter, loss and rate of the link A–B.
+    Set {
+        /// One end (node id).
+        a: String,
+        /// The other end.
+        b: String,
+        /// One-way delay, e.g. 50ms.
+        #[arg(long)]
+        delay: Option<String>,
+        /// Jitter, e.g. 5ms.
+        #[arg(long)]
+        jitter: Option<String>,
+        /// Loss, e.g. 5%.
+        #[arg(long)]
+        loss: Option<String>,
+        /// Bandwidth cap, e.g. 1mbit.
+        #[arg(long)]
+        rate: Option<String>,
+    },
+    /// Cut the link A–B.
+    Cut {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Heal the link A–B.
+    Heal {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Flap the link A–B: down and up every half period.
+    Flap {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// Period, e.g. 2s.
+        #[arg(long, default_value = "2s")]
+        period: String,
+    },
+    /// Every link and its state.
+    List,
 }
 
 #[derive(clap::Args)]
@@ -135,11 +258,107 @@ fn sim(a: SimArgs) -> Result<ExitCode> {
     })
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.cmd {
+fn net(cmd: Cmd) -> Result<ExitCode> {
+    use trellis_testbed::net::{commands, demo, scenario};
+    let msg = anyhow::Error::msg;
+    match cmd {
         Cmd::Sim(a) => sim(a),
-    };
+        Cmd::Up {
+            topology,
+            nodes,
+            orgs,
+            seed,
+            dir,
+        } => {
+            commands::up(&topology, nodes, orgs, seed, &dir).map_err(msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { dir, json } => {
+            commands::status(&dir, json).map_err(msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Down { dir, purge } => {
+            commands::down(&dir, purge).map_err(msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Emulate { dir, seed } => {
+            commands::emulate(&dir, seed).map_err(msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Link { op, dir } => {
+            let request = match op {
+                LinkOp::Set {
+                    a,
+                    b,
+                    delay,
+                    jitter,
+                    loss,
+                    rate,
+                } => {
+                    let imp = commands::impairment(
+                        delay.as_deref(),
+                        jitter.as_deref(),
+                        loss.as_deref(),
+                        rate.as_deref(),
+                    )
+                    .map_err(msg)?;
+                    serde_json::json!({"op": "set", "a": a, "b": b, "impairment": imp})
+                }
+                LinkOp::Cut { a, b } => serde_json::json!({"op": "cut", "a": a, "b": b}),
+                LinkOp::Heal { a, b } => serde_json::json!({"op": "heal", "a": a, "b": b}),
+                LinkOp::Flap { a, b, period } => {
+                    let ms = trellis_testbed::net::emulator::control::parse_delay(&period)
+                        .map_err(msg)?;
+                    serde_json::json!({"op": "flap", "a": a, "b": b, "period_ms": ms as u64})
+                }
+                LinkOp::List => serde_json::json!({"op": "list"}),
+            };
+            let answer = commands::link(&dir, request).map_err(msg)?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Scenario {
+            name,
+            nodes,
+            topology,
+            seed,
+            json,
+        } => {
+            let report = scenario::run(&scenario::Options {
+                name,
+                nodes,
+                topology,
+                seed,
+                dir: None,
+            })
+            .map_err(msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", scenario::summary(&report));
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Demo => {
+            demo::run().map_err(msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Multi-call: `trellis-testbed trellisd ...` is the daemon, so one build provides
+    // every process a network needs.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "trellisd") {
+        return trellis_daemon::cli::main_from(args.into_iter().skip(1));
+    }
+    let cli = Cli::parse();
+    let result = net(cli.cmd);
     match result {
         Ok(code) => code,
         Err(e) => {

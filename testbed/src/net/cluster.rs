@@ -1,0 +1,578 @@
+//! A whole Trellis network on one machine: one authority per org, every node joined and
+//! approved, configs and peering configs written, daemons started as real processes, and
+//! every peering link passing through the link emulator.
+//!
+//! Layout of the network dir:
+//! ```text
+//! DIR/state.json            what runs where (pids, ports, links): `status` and `down` read it
+//! DIR/control.sock          the link emulator's control socket (`link set|cut|heal|flap`)
+//! DIR/auth-ORG/             an authority's data dir
+//! DIR/nodes/ORG-NAME/       a node's data dir (trellis.toml, peerings/, admin.sock)
+//! DIR/logs/*.log            stdout and stderr of every process
+//! ```
+//! A node reaches each peer at a relay port of the emulator; the relay forwards to the
+//! peer's real port (docs/testbed.md, "Link emulator").
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use trellis_daemon::admin::{client, Request, TokenCreated};
+use trellis_routing::Relationship;
+
+use super::emulator::{self, Hub, Impairment, Link, Relay};
+use crate::topology::mirror;
+use crate::topology_file::TopologyFile;
+
+/// Timers written into every node config: small, so scenarios run in seconds.
+#[derive(Clone, Debug)]
+pub struct Timers {
+    /// Hold time, seconds (keepalive is a third).
+    pub hold_secs: u64,
+    /// Graceful-restart window, seconds.
+    pub graceful_restart_secs: u64,
+    /// How often nodes poll their authority for trust snapshots, seconds.
+    pub trust_refresh_secs: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            hold_secs: 3,
+            graceful_restart_secs: 5,
+            trust_refresh_secs: 2,
+        }
+    }
+}
+
+/// An authority as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthorityState {
+    /// Org.
+    pub org: String,
+    /// Data dir.
+    pub dir: PathBuf,
+    /// Enrollment port on 127.0.0.1.
+    pub port: u16,
+    /// Process id while running.
+    pub pid: Option<u32>,
+}
+
+/// A node as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node id.
+    pub id: String,
+    /// Data dir.
+    pub dir: PathBuf,
+    /// QUIC port on 127.0.0.1.
+    pub port: u16,
+    /// Process id while running.
+    pub pid: Option<u32>,
+}
+
+/// A link as recorded: `a` dials `b` at `relay_ab`, `b` dials `a` at `relay_ba`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkState {
+    /// One end (node index).
+    pub a: usize,
+    /// The other end.
+    pub b: usize,
+    /// Relay port a → b.
+    pub relay_ab: u16,
+    /// Relay port b → a.
+    pub relay_ba: u16,
+    /// Impairment at start.
+    pub impairment: Impairment,
+}
+
+/// Everything `status` and `down` need.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    /// Network dir.
+    pub dir: PathBuf,
+    /// Authorities.
+    pub authorities: Vec<AuthorityState>,
+    /// Nodes.
+    pub nodes: Vec<NodeState>,
+    /// Links.
+    pub links: Vec<LinkState>,
+    /// The background emulator process (`up` only).
+    pub emulator_pid: Option<u32>,
+}
+
+impl State {
+    /// Reads `DIR/state.json`.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("state.json");
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e} (is a testbed up in this dir?)", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes `DIR/state.json`.
+    pub fn save(&self) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        fs::write(self.dir.join("state.json"), text).map_err(|e| format!("state.json: {e}"))
+    }
+
+    /// Index of a node by id.
+    pub fn node_index(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_port() -> Result<u16, String> {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn role_name(role: Relationship) -> &'static str {
+    match role {
+        Relationship::Customer => "customer",
+        Relationship::Peer => "peer",
+        Relationship::Provider => "provider",
+        Relationship::Internal => "internal",
+    }
+}
+
+/// The running network.
+pub struct Cluster {
+    /// What runs where.
+    pub state: State,
+    /// Timers in the node configs.
+    pub timers: Timers,
+    exe: PathBuf,
+    children: HashMap<String, Child>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Link states, shared with the emulator.
+    pub hub: Arc<Mutex<Hub>>,
+    relays: Vec<Relay>,
+    detached: bool,
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<Stdio, String> {
+    let path = dir
+        .join("logs")
+        .join(format!("{}.log", name.replace('/', "-")));
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map(Stdio::from)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Waits until `check` passes, up to `limit`.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+impl Cluster {
+    /// Creates authorities, joins every node and writes every config; starts nothing but
+    /// the authorities. `detached`: processes get their own process group and outlive
+    /// this one (`up`); otherwise they stop with it.
+    pub fn create(
+        dir: &Path,
+        topo: &TopologyFile,
+        timers: Timers,
+        seed: u64,
+        detached: bool,
+    ) -> Result<Self, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the testbed binary: {e}"))?;
+        fs::create_dir_all(dir.join("logs")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::create_dir_all(dir.join("nodes")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if dir.join("state.json").exists() {
+            return Err(format!(
+                "{} already holds a testbed (state.json); run `down` or pick another --dir",
+                dir.display()
+            ));
+        }
+        let mut cluster = Self {
+            state: State {
+                dir: dir.to_owned(),
+                authorities: Vec::new(),
+                nodes: Vec::new(),
+                links: Vec::new(),
+                emulator_pid: None,
+            },
+            timers,
+            exe,
+            children: HashMap::new(),
+            runtime: None,
+            hub: Arc::new(Mutex::new(Hub::new())),
+            relays: Vec::new(),
+            detached,
+        };
+        let t = &topo.topology;
+        let mut orgs: Vec<String> = t.nodes.iter().map(|n| n.org_str().to_owned()).collect();
+        orgs.sort();
+        orgs.dedup();
+        for org in &orgs {
+            cluster.start_authority(org)?;
+        }
+        // Tokens and joins, all nodes of an org in parallel.
+        let mut joins = Vec::new();
+        for org in &orgs {
+            let count = t.nodes.iter().filter(|n| n.org_str() == org).count();
+            let auth = cluster.authority(org)?;
+            let created: TokenCreated = client::call_as(
+                &auth.dir.join("admin.sock"),
+                &Request::TokensCreate {
+                    ttl_secs: 3600,
+                    uses: u32::try_from(count).unwrap_or(u32::MAX),
+                    auto_approve: true,
+                    roles: vec![],
+                },
+            )
+            .map_err(|e| format!("token for {org}: {e}"))?;
+            for node in t.nodes.iter().filter(|n| n.org_str() == org) {
+                let name = node
+                    .as_str()
+                    .split('/')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let ndir = dir.join("nodes").join(node.as_str().replace('/', "-"));
+                let child = cluster
+                    .trellisd()
+                    .args(["node", "join", "--name", &name, "--data-dir"])
+                    .arg(&ndir)
+                    .arg(&created.join_string)
+                    .env("TRELLIS_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(log_file(dir, &format!("join-{}", node.as_str()))?)
+                    .spawn()
+                    .map_err(|e| format!("join {}: {e}", node.as_str()))?;
+                joins.push((node.as_str().to_owned(), child));
+            }
+        }
+        for (id, mut child) in joins {
+            let status = child.wait().map_err(|e| format!("join {id}: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "{id} could not join (see {}/logs/join-{}.log)",
+                    dir.display(),
+                    id.replace('/', "-")
+                ));
+            }
+        }
+        for node in &t.nodes {
+            cluster.state.nodes.push(NodeState {
+                id: node.as_str().to_owned(),
+                dir: dir.join("nodes").join(node.as_str().replace('/', "-")),
+                port: free_port()?,
+                pid: None,
+            });
+        }
+        for (i, link) in t.links.iter().enumerate() {
+            let impairment = topo.impairments.get(i).map(|imp| Impairment {
+                delay_ms: imp.delay_ms,
+                jitter_ms: imp.jitter_ms,
+                loss: imp.loss,
+                ..Impairment::default()
+            });
+            cluster.state.links.push(LinkState {
+                a: link.a,
+                b: link.b,
+                relay_ab: free_port()?,
+                relay_ba: free_port()?,
+                impairment: impairment.unwrap_or_default(),
+            });
+        }
+        cluster.write_configs(topo, seed)?;
+        cluster.state.save()?;
+        Ok(cluster)
+    }
+
+    fn authority(&self, org: &str) -> Result<&AuthorityState, String> {
+        self.state
+            .authorities
+            .iter()
+            .find(|a| a.org == org)
+            .ok_or_else(|| format!("no authority for {org}"))
+    }
+
+    fn start_authority(&mut self, org: &str) -> Result<(), String> {
+        let dir = self.state.dir.join(format!("auth-{org}"));
+        let init = self
+            .trellisd()
+            .args(["authority", "init", "--org", org, "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.state.dir, &format!("auth-{org}"))?)
+            .status()
+            .map_err(|e| format!("authority init {org}: {e}"))?;
+        if !init.success() {
+            return Err(format!("authority init {org} failed"));
+        }
+        let port = free_port()?;
+        let mut state = AuthorityState {
+            org: org.to_owned(),
+            dir,
+            port,
+            pid: None,
+        };
+        self.run_authority(&mut state)?;
+        self.state.authorities.push(state);
+        Ok(())
+    }
+
+    fn run_authority(&mut self, state: &mut AuthorityState) -> Result<(), String> {
+        let child = self
+            .trellisd()
+            .args(["authority", "run", "--listen"])
+            .arg(format!("127.0.0.1:{}", state.port))
+            .arg("--data-dir")
+            .arg(&state.dir)
+            .env("TRELLIS_LOG", "warn")
+            .stdout(log_file(&self.state.dir, &format!("auth-{}", state.org))?)
+            .stderr(log_file(&self.state.dir, &format!("auth-{}", state.org))?)
+            .spawn()
+            .map_err(|e| format!("authority run {}: {e}", state.org))?;
+        state.pid = Some(child.id());
+        self.children.insert(format!("auth:{}", state.org), child);
+        let socket = state.dir.join("admin.sock");
+        if !wait_until(Duration::from_secs(20), || {
+            client::call(&socket, &Request::Status).is_ok()
+        }) {
+            return Err(format!("authority {} did not start (see logs)", state.org));
+        }
+        Ok(())
+    }
+
+    /// Stops (SIGKILL) the authority of `org`.
+    pub fn kill_authority(&mut self, org: &str) {
+        if let Some(mut child) = self.children.remove(&format!("auth:{org}")) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(a) = self.state.authorities.iter_mut().find(|a| a.org == org) {
+            a.pid = None;
+        }
+    }
+
+    /// Starts the authority of `org` again.
+    pub fn restart_authority(&mut self, org: &str) -> Result<(), String> {
+        let mut state = self.authority(org)?.clone();
+        self.run_authority(&mut state)?;
+        if let Some(a) = self.state.authorities.iter_mut().find(|a| a.org == org) {
+            *a = state;
+        }
+        Ok(())
+    }
+
+    fn write_configs(&self, topo: &TopologyFile, _seed: u64) -> Result<(), String> {
+        let t = &topo.topology;
+        let nodes = &self.state.nodes;
+        let hold = self.timers.hold_secs;
+        for (i, node) in nodes.iter().enumerate() {
+            let org = t.nodes[i].org_str();
+            let mut text = format!(
+                "listen = \"127.0.0.1:{}\"\npeering_dir = \"peerings\"\n[timers]\nhold_time = \"{hold}s\"\nmrai = \"50ms\"\ngraceful_restart = \"{}s\"\nconnect_retry_min = \"100ms\"\nconnect_retry_max = \"2s\"\n",
+                node.port, self.timers.graceful_restart_secs
+            );
+            // Partner org → (role of partner, endpoints).
+            let mut partners: BTreeMap<String, (Relationship, Vec<(u16, String)>)> =
+                BTreeMap::new();
+            for (li, link) in self.state.links.iter().enumerate() {
+                let spec = &t.links[li];
+                let (other, relay, role) = if link.a == i {
+                    (link.b, link.relay_ab, spec.role)
+                } else if link.b == i {
+                    (link.a, link.relay_ba, mirror(spec.role))
+                } else {
+                    continue;
+                };
+                let other_id = &nodes[other].id;
+                let other_org = t.nodes[other].org_str();
+                if other_org == org {
+                    text.push_str(&format!(
+                        "[[peer]]\naddress = \"127.0.0.1:{relay}\"\nnode_id = \"{other_id}\"\n"
+                    ));
+                } else {
+                    let entry = partners
+                        .entry(other_org.to_owned())
+                        .or_insert((role, Vec::new()));
+                    if entry.0 != role {
+                        return Err(format!(
+                            "{} has links to {other_org} with different roles",
+                            node.id
+                        ));
+                    }
+                    entry.1.push((relay, other_id.clone()));
+                }
+            }
+            let peerings = node.dir.join("peerings");
+            fs::create_dir_all(&peerings).map_err(|e| format!("{}: {e}", peerings.display()))?;
+            for (partner, (role, endpoints)) in partners {
+                let ca = self.authority(&partner)?.dir.join("ca.crt");
+                fs::copy(&ca, peerings.join(format!("{partner}-ca.pem")))
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+                let mut p = format!(
+                    "org = \"{partner}\"\nca = \"{partner}-ca.pem\"\nrole = \"{}\"\n",
+                    role_name(role)
+                );
+                for (relay, id) in endpoints {
+                    p.push_str(&format!(
+                        "[[endpoint]]\naddress = \"127.0.0.1:{relay}\"\nnode_id = \"{id}\"\n"
+                    ));
+                }
+                fs::write(peerings.join(format!("{partner}.toml")), p)
+                    .map_err(|e| format!("peering config: {e}"))?;
+            }
+            fs::write(node.dir.join("trellis.toml"), text)
+                .map_err(|e| format!("{}: {e}", node.dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the link emulator in this process (scenarios and the demo).
+    pub fn start_emulator(&mut self, seed: u64) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("emulator runtime: {e}"))?;
+        let (hub, relays) = runtime.block_on(serve_links(&self.state, seed))?;
+        self.hub = hub;
+        self.relays = relays;
+        let control = self.state.dir.join("control.sock");
+        let hub = self.hub.clone();
+        runtime
+            .block_on(emulator::control::serve(&control, hub))
+            .map_err(|e| format!("control socket: {e}"))?;
+        self.runtime = Some(runtime);
+        Ok(())
+    }
+
+    /// Starts node `i` and waits until its admin socket answers.
+    pub fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let node = self.state.nodes.get(i).cloned().ok_or("no such node")?;
+        let child = self
+            .trellisd()
+            .args(["node", "run", "--data-dir"])
+            .arg(&node.dir)
+            .arg("--config")
+            .arg(node.dir.join("trellis.toml"))
+            .env("TRELLIS_LOG", "info")
+            .env(
+                "TRELLIS_TRUST_REFRESH",
+                format!("{}s", self.timers.trust_refresh_secs),
+            )
+            .stdout(log_file(&self.state.dir, &node.id)?)
+            .stderr(log_file(&self.state.dir, &node.id)?)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", node.id))?;
+        self.state.nodes[i].pid = Some(child.id());
+        self.children.insert(node.id.clone(), child);
+        let socket = node.dir.join("admin.sock");
+        if !wait_until(Duration::from_secs(20), || {
+            client::call(&socket, &Request::Status).is_ok()
+        }) {
+            return Err(format!(
+                "{} did not start (see {}/logs)",
+                node.id,
+                self.state.dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) -> Result<(), String> {
+        for i in 0..self.state.nodes.len() {
+            self.start_node(i)?;
+        }
+        self.state.save()
+    }
+
+    /// Kills node `i` at once (`kill -9`).
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(node) = self.state.nodes.get_mut(i) {
+            if let Some(mut child) = self.children.remove(&node.id) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            node.pid = None;
+        }
+    }
+
+    /// Whether node `i` runs.
+    pub fn alive(&self, i: usize) -> bool {
+        self.state.nodes.get(i).is_some_and(|n| n.pid.is_some())
+    }
+
+    /// The link between nodes `a` and `b` (by id).
+    pub fn link(&self, a: &str, b: &str) -> Option<Arc<Link>> {
+        self.hub.lock().ok()?.get(a, b)
+    }
+
+    /// A command running the daemon sub-command of this binary.
+    fn trellisd(&self) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("trellisd");
+        if self.detached {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        cmd
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        for (_, mut child) in self.children.drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.relays.clear();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Starts two relays per link (one per dialing direction) sharing one [`Link`].
+pub async fn serve_links(
+    state: &State,
+    seed: u64,
+) -> Result<(Arc<Mutex<Hub>>, Vec<Relay>), String> {
+    let mut hub = Hub::new();
+    let mut relays = Vec::new();
+    for (i, l) in state.links.iter().enumerate() {
+        let (a, b) = (&state.nodes[l.a], &state.nodes[l.b]);
+        let link = Link::new(format!("{}<->{}", a.id, b.id), seed.wrapping_add(i as u64));
+        link.set(l.impairment.clone());
+        let addr = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        relays.push(
+            emulator::relay(addr(l.relay_ab), addr(b.port), link.clone())
+                .await
+                .map_err(|e| format!("relay {}→{}: {e}", a.id, b.id))?,
+        );
+        relays.push(
+            emulator::relay(addr(l.relay_ba), addr(a.port), link.clone())
+                .await
+                .map_err(|e| format!("relay {}→{}: {e}", b.id, a.id))?,
+        );
+        hub.add(&a.id, &b.id, link);
+    }
+    Ok((Arc::new(Mutex::new(hub)), relays))
+}

@@ -1,0 +1,196 @@
+//! `trellis-testbed demo`: three orgs, nine nodes, a service in each org; show the tables,
+//! cut a link and show the reroute, revoke a node and show it cut off, clean up.
+
+use std::time::{Duration, Instant};
+
+use trellis_daemon::admin::{client, Request, RouteInfo};
+
+use super::cluster::{wait_until, Cluster, Timers};
+use super::observe;
+use crate::topology_file::parse;
+
+/// The demo's network (also `testbed/topologies/three-orgs.toml`).
+const THREE_ORGS: &str = include_str!("../../topologies/three-orgs.toml");
+
+struct Progress {
+    start: Instant,
+}
+
+impl Progress {
+    fn say(&self, text: &str) {
+        println!("[{:>5.1}s] {text}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+fn table(routes: &[RouteInfo]) -> String {
+    let mut out = String::new();
+    for r in routes {
+        out.push_str(&format!(
+            "      {:<22} via {:<16} path {}\n",
+            r.service,
+            r.next_hop.clone().unwrap_or_else(|| "(local)".into()),
+            if r.path.is_empty() {
+                "-".into()
+            } else {
+                r.path.join(" ")
+            }
+        ));
+    }
+    out
+}
+
+/// Runs the demo; `Err` with a one-line reason when something did not happen.
+pub fn run() -> Result<(), String> {
+    let p = Progress {
+        start: Instant::now(),
+    };
+    let topo = parse(THREE_ORGS)?;
+    let dir = std::env::temp_dir().join(format!("trellis-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = demo(&p, &topo, &dir);
+    p.say("cleaning up: stopping every daemon, removing the demo dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn demo(
+    p: &Progress,
+    topo: &crate::topology_file::TopologyFile,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    p.say(&format!(
+        "creating {} orgs with an authority each, joining {} nodes (certificates from each org's CA)",
+        topo.orgs.len(),
+        topo.topology.nodes.len()
+    ));
+    let mut cluster = Cluster::create(dir, topo, Timers::default(), 1, false)?;
+    cluster.start_emulator(1)?;
+    p.say("starting the link emulator and the daemons (QUIC + mutual TLS, Cap'n Proto sessions)");
+    cluster.start_all()?;
+    let state = cluster.state.clone();
+    // One service in each org, at the org's first node.
+    let mut services = Vec::new();
+    for org in &topo.orgs {
+        let Some(i) = state
+            .nodes
+            .iter()
+            .position(|n| n.id.starts_with(&format!("{org}/")))
+        else {
+            continue;
+        };
+        let service = format!("web.{org}");
+        client::call(
+            &observe::socket(&state.nodes[i]),
+            &Request::RoutesAdvertise {
+                service: service.clone(),
+                endpoint: "127.0.0.1:8080".into(),
+                protocol: "http".into(),
+            },
+        )
+        .map_err(|e| format!("advertise {service}: {e}"))?;
+        p.say(&format!("{} advertises {service}", state.nodes[i].id));
+        services.push(service);
+    }
+    p.say(
+        "waiting for every node to learn every service it may reach (valley-free between orgs)...",
+    );
+    let converged = wait_until(Duration::from_secs(60), || {
+        state.nodes.iter().all(|n| {
+            observe::routes(n)
+                .is_some_and(|rs| services.iter().all(|s| rs.iter().any(|r| &r.service == s)))
+        })
+    });
+    if !converged {
+        return Err("the network did not converge within 60 s".into());
+    }
+    p.say("converged. Two of the tables:");
+    let watch = state.nodes.len() - 1;
+    for &i in &[0, watch] {
+        let routes = observe::routes(&state.nodes[i]).unwrap_or_default();
+        println!("    {}:\n{}", state.nodes[i].id, table(&routes));
+    }
+
+    // Cut the first link of the watched node's path to a remote service, show the reroute.
+    let target = services.first().cloned().unwrap_or_default();
+    let before = observe::routes(&state.nodes[watch])
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.service == target);
+    let next = before
+        .as_ref()
+        .and_then(|r| r.next_hop.clone())
+        .ok_or("no route to cut")?;
+    p.say(&format!(
+        "cutting the link {} — {next} in the emulator",
+        state.nodes[watch].id
+    ));
+    cluster
+        .link(&state.nodes[watch].id, &next)
+        .ok_or("no such link")?
+        .cut();
+    let rerouted = wait_until(Duration::from_secs(30), || {
+        observe::routes(&state.nodes[watch])
+            .and_then(|rs| rs.into_iter().find(|r| r.service == target))
+            .is_some_and(|r| r.next_hop.as_deref() != Some(next.as_str()))
+    });
+    let after = observe::routes(&state.nodes[watch])
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.service == target);
+    match (rerouted, after) {
+        (true, Some(r)) => p.say(&format!(
+            "rerouted: {} now reaches {target} via {} (path {})",
+            state.nodes[watch].id,
+            r.next_hop.unwrap_or_default(),
+            r.path.join(" ")
+        )),
+        _ => p.say(&format!(
+            "{} has no other policy-compliant path to {target}",
+            state.nodes[watch].id
+        )),
+    }
+    cluster
+        .link(&state.nodes[watch].id, &next)
+        .ok_or("no such link")?
+        .heal();
+    p.say("healed the link");
+
+    // Revoke a node at its authority; its peers learn it through the mesh and cut it off.
+    let victim = state.nodes.iter().position(|n| n.id == next).unwrap_or(1);
+    let id = state.nodes[victim].id.clone();
+    let org = id.split('/').next().unwrap_or_default().to_owned();
+    let auth = state
+        .authorities
+        .iter()
+        .find(|a| a.org == org)
+        .ok_or("no authority")?;
+    client::call(
+        &auth.dir.join("admin.sock"),
+        &Request::NodesRevoke {
+            node_id: id.clone(),
+            reason: "demo".into(),
+        },
+    )
+    .map_err(|e| format!("revoke: {e}"))?;
+    p.say(&format!(
+        "revoked {id} at the {org} authority; waiting for its peers to close their sessions..."
+    ));
+    let isolated = wait_until(Duration::from_secs(30), || {
+        state.nodes.iter().filter(|n| n.id != id).all(|n| {
+            observe::peers(n)
+                .is_some_and(|ps| ps.iter().all(|p| p.node_id != id || p.state != "up"))
+        })
+    });
+    if !isolated {
+        return Err(format!("{id} was not cut off within 30 s"));
+    }
+    p.say(&format!("{id} is cut off: no node keeps a session with it"));
+    let routes = observe::routes(&state.nodes[watch]).unwrap_or_default();
+    println!(
+        "    {} after the revocation:\n{}",
+        state.nodes[watch].id,
+        table(&routes)
+    );
+    p.say("demo complete");
+    Ok(())
+}

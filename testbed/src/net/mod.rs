@@ -1,0 +1,9 @@
+//! Multi-process networks on one machine: orchestration, the link emulator, observation,
+//! fault scenarios and the demo (docs/testbed.md).
+
+pub mod cluster;
+pub mod commands;
+pub mod demo;
+pub mod emulator;
+pub mod observe;
+pub mod scenario;
