@@ -292,7 +292,13 @@ fn a_running_node_renews_its_certificate_and_keeps_peering_after_the_old_one_exp
         n.start();
     }
     wait_for("a–b up", || a.peer_up("acme/b").then_some(()));
-    a.json(&["routes", "advertise", "books.acme", "--endpoint", "127.0.0.1:8080"]);
+    a.json(&[
+        "routes",
+        "advertise",
+        "books.acme",
+        "--endpoint",
+        "127.0.0.1:8080",
+    ]);
     wait_for("books.acme at B", || b.route("books.acme"));
 
     // 1. Both renew while running (the authority logs cert.renew for each).

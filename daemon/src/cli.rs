@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
 use crate::authority::{self, RunOptions};
 use crate::enroll::client::{self, JoinOptions};
 use crate::enroll::joinstring::JoinString;
 use crate::util::time::{parse_duration, rfc3339};
+use clap::{Parser, Subcommand};
 use trellis_routing::OrgId;
 
 #[derive(Parser)]
@@ -283,9 +283,8 @@ fn node_config(
     listen: Option<SocketAddr>,
 ) -> Result<crate::node::config::NodeConfig, ExitCode> {
     use crate::node::config::NodeConfig;
-    let store =
-        crate::node::NodeStore::open(&crate::node::Paths::new(data_dir).db())
-            .map_err(|e| fail(6, e))?;
+    let store = crate::node::NodeStore::open(&crate::node::Paths::new(data_dir).db())
+        .map_err(|e| fail(6, e))?;
     let enrollment = store.enrollment().map_err(|e| fail(2, e))?;
     let org = OrgId::new(&enrollment.org).map_err(|e| fail(6, e))?;
     let mut config = match file {

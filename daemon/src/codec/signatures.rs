@@ -158,7 +158,8 @@ impl NodeSignatures {
             if self.trust.is_revoked(origin, &cert.serial) {
                 return Err("revoked".into());
             }
-            self.unverified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.unverified
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(cert);
         }
         // A CA that does not parse as a trust anchor cannot vouch; the others still may.

@@ -711,9 +711,11 @@ impl RoutingLoop {
             Command::ShowRoute { service, reply } => {
                 // A service whose paths are all invalid has no best route, so `resolve`
                 // skips it; show its paths under its own name anyway.
-                let matched = self.router.resolve(&service).map(|(name, _)| name).or_else(|| {
-                    (!self.router.paths(&service).is_empty()).then(|| service.clone())
-                });
+                let matched = self
+                    .router
+                    .resolve(&service)
+                    .map(|(name, _)| name)
+                    .or_else(|| (!self.router.paths(&service).is_empty()).then(|| service.clone()));
                 let paths = matched
                     .as_ref()
                     .map(|name| self.router.paths(name))

@@ -129,7 +129,10 @@ impl View {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
         {
-            counters.insert(name.clone(), counter.load(std::sync::atomic::Ordering::Relaxed));
+            counters.insert(
+                name.clone(),
+                counter.load(std::sync::atomic::Ordering::Relaxed),
+            );
         }
         let s = self.read();
         NodeStatus {

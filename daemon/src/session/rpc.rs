@@ -508,7 +508,11 @@ fn close_conn(conn: &quinn::Connection, reason: CloseReason, message: &str) {
     conn.close((reason as u32).into(), &bytes);
 }
 
-/// (reason, message, graceful, tell the peer)
+/// (reason, message, graceful, tell the peer). Every loss is non-graceful: keeping a lost
+/// peer's paths as stale while they lose to fresh ones let two neighbours of a dead node
+/// re-advertise their stale paths to each other and forward in a loop until the window
+/// ended (found by the kill-node scenario; docs/adr/0006). Routes of a lost peer are
+/// withdrawn at once; a restarting node restores its own table from its store.
 type Outcome = (CloseReason, String, bool, bool);
 
 #[allow(clippy::too_many_arguments)]
@@ -644,7 +648,7 @@ async fn session_loop(
                             let _ = events.try_send(Event::Rtt { peer: peer.clone(), micros });
                         }
                     }
-                    Err(e) => return (CloseReason::InternalError, format!("call failed: {e}"), true, false),
+                    Err(e) => return (CloseReason::InternalError, format!("call failed: {e}"), false, false),
                 }
             },
             _ = tick.tick() => {
@@ -652,7 +656,7 @@ async fn session_loop(
                 if let Some(hold) = hold {
                     let last = state.borrow().last_rx.unwrap_or(now);
                     if now.duration_since(last) > hold {
-                        return (CloseReason::HoldTimerExpired, format!("nothing received for {} s", hold.as_secs()), true, true);
+                        return (CloseReason::HoldTimerExpired, format!("nothing received for {} s", hold.as_secs()), false, true);
                     }
                     seq += 1;
                     started.insert(seq, now);
@@ -666,10 +670,10 @@ async fn session_loop(
             },
             () = wake.notified() => {}
             (reason, message) = kill.killed() => return (reason, message, false, true),
-            e = conn.closed() => return (CloseReason::HoldTimerExpired, format!("connection lost: {e}"), true, false),
+            e = conn.closed() => return (CloseReason::HoldTimerExpired, format!("connection lost: {e}"), false, false),
             detail = &mut *rpc_done => {
                 let detail = detail.unwrap_or_else(|_| "rpc system ended".into());
-                return (CloseReason::HoldTimerExpired, format!("session stream ended: {detail}"), true, false);
+                return (CloseReason::HoldTimerExpired, format!("session stream ended: {detail}"), false, false);
             }
         }
     }

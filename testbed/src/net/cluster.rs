@@ -126,6 +126,38 @@ impl State {
     }
 }
 
+/// `n` distinct free UDP ports on 127.0.0.1, taken below the kernel's ephemeral range so
+/// that no socket bound to port 0 (a relay's upstream side, a joining node) can take one
+/// between this choice and the process that binds it.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32_768);
+    let (first, last) = (10_000u16, low.saturating_sub(1));
+    if last <= first {
+        return Err("no port range below the ephemeral ports".into());
+    }
+    let span = u32::from(last - first);
+    let start = (std::process::id().wrapping_mul(7919)) % span;
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for k in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = first + u16::try_from((start + k) % span).unwrap_or(0);
+        if let Ok(socket) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            held.push(socket);
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(format!("only {} free ports below {low}", ports.len()));
+    }
+    Ok(ports)
+}
+
 /// A free UDP port on 127.0.0.1.
 pub fn free_port() -> Result<u16, String> {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -272,11 +304,13 @@ impl Cluster {
                 ));
             }
         }
+        let mut ports = free_ports(t.nodes.len() + 2 * t.links.len())?.into_iter();
+        let mut next_port = || ports.next().ok_or_else(|| "ran out of ports".to_owned());
         for node in &t.nodes {
             cluster.state.nodes.push(NodeState {
                 id: node.as_str().to_owned(),
                 dir: dir.join("nodes").join(node.as_str().replace('/', "-")),
-                port: free_port()?,
+                port: next_port()?,
                 pid: None,
             });
         }
@@ -290,8 +324,8 @@ impl Cluster {
             cluster.state.links.push(LinkState {
                 a: link.a,
                 b: link.b,
-                relay_ab: free_port()?,
-                relay_ba: free_port()?,
+                relay_ab: next_port()?,
+                relay_ba: next_port()?,
                 impairment: impairment.unwrap_or_default(),
             });
         }
@@ -321,7 +355,7 @@ impl Cluster {
         if !init.success() {
             return Err(format!("authority init {org} failed"));
         }
-        let port = free_port()?;
+        let port = free_ports(1)?.first().copied().ok_or("no free port")?;
         let mut state = AuthorityState {
             org: org.to_owned(),
             dir,

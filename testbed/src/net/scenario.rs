@@ -81,6 +81,9 @@ pub struct Report {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// How long a forwarding loop must last, seen in every sample, to fail the invariant.
+pub const PERSISTENT_LOOP: Duration = Duration::from_secs(2);
+
 struct Run {
     cluster: Cluster,
     invariants: Vec<Invariant>,
@@ -116,18 +119,14 @@ impl Run {
     }
 
     /// Samples until `expected` is delivered and `absent` is gone; returns (elapsed, last
-    /// black-hole time, persistent loops). Tables are read node by node, so one sample can
-    /// mix moments and show a loop that never existed; a loop counts only when the same
-    /// (node, service) loops in three consecutive samples (300 ms).
-    fn settle(
-        &self,
-        expected: &[(usize, String)],
-        absent: &[(usize, String)],
-    ) -> (Option<Duration>, Option<Duration>, Vec<(String, String)>) {
+    /// black-hole time, persistent loops). Tables are read node by node, so a sample mixes
+    /// moments, and path-vector routing has short transient loops while a withdrawal
+    /// propagates (as BGP); a loop counts as persistent when the same (node, service)
+    /// keeps looping for [`PERSISTENT_LOOP`] in every sample.
+    fn settle(&self, expected: &[(usize, String)], absent: &[(usize, String)]) -> (Option<Duration>, Option<Duration>, Vec<(String, String)>) {
         let start = Instant::now();
         let mut last_hole = None;
-        let mut streak: std::collections::HashMap<(String, String), u32> =
-            std::collections::HashMap::new();
+        let mut since: std::collections::HashMap<(String, String), Instant> = std::collections::HashMap::new();
         let mut persistent: Vec<(String, String)> = Vec::new();
         while start.elapsed() < LIMIT {
             let t = observe::tables(&self.cluster.state);
@@ -135,11 +134,10 @@ impl Run {
             if !c.black_holes.is_empty() {
                 last_hole = Some(start.elapsed());
             }
-            streak.retain(|k, _| c.loops.contains(k));
+            since.retain(|k, _| c.loops.contains(k));
             for l in &c.loops {
-                let n = streak.entry(l.clone()).or_default();
-                *n += 1;
-                if *n == 3 && !persistent.contains(l) {
+                let first = *since.entry(l.clone()).or_insert_with(Instant::now);
+                if first.elapsed() >= PERSISTENT_LOOP && !persistent.contains(l) {
                     persistent.push(l.clone());
                 }
             }
@@ -149,6 +147,47 @@ impl Run {
             std::thread::sleep(Duration::from_millis(100));
         }
         (None, last_hole, persistent)
+    }
+
+    /// What should hold now: every running node not in `excluded` reaches the services of
+    /// the running nodes it is connected to (over links that are not cut, through nodes
+    /// not excluded), and no longer holds the others'. Returns (expected, absent).
+    fn expectations(&self, excluded: &[usize]) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+        let state = &self.cluster.state;
+        let n = state.nodes.len();
+        let up: Vec<bool> = (0..n).map(|i| self.cluster.alive(i) && !excluded.contains(&i)).collect();
+        let mut comp: Vec<usize> = (0..n).collect();
+        fn find(comp: &mut [usize], x: usize) -> usize {
+            let mut r = x;
+            while comp[r] != r {
+                r = comp[r];
+            }
+            comp[x] = r;
+            r
+        }
+        for l in &state.links {
+            let cut = self
+                .cluster
+                .link(&state.nodes[l.a].id, &state.nodes[l.b].id)
+                .is_some_and(|link| link.is_cut());
+            if up[l.a] && up[l.b] && !cut {
+                let (ra, rb) = (find(&mut comp, l.a), find(&mut comp, l.b));
+                comp[ra] = rb;
+            }
+        }
+        let roots: Vec<usize> = (0..n).map(|i| find(&mut comp, i)).collect();
+        let (mut expected, mut absent) = (Vec::new(), Vec::new());
+        for i in (0..n).filter(|&i| up[i]) {
+            for o in 0..n {
+                let service = observe::service_of(state, o);
+                if up[o] && roots[o] == roots[i] {
+                    expected.push((i, service));
+                } else if o != i {
+                    absent.push((i, service));
+                }
+            }
+        }
+        (expected, absent)
     }
 
     /// Like [`Run::expect_all`], for the nodes `sources` only.
@@ -203,7 +242,8 @@ pub fn run(opts: &Options) -> Result<Report, String> {
     });
     let _ = std::fs::remove_dir_all(&dir);
     let result = run_in(opts, &topo, &dir);
-    if temp {
+    // Keep the logs of a failed run.
+    if temp && result.as_ref().is_ok_and(|r| r.ok) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
@@ -331,14 +371,14 @@ fn fault(run: &mut Run, name: &str, victim: usize, single_org: bool) -> Result<T
         "converge" | "lossy-link" => Ok((None, None)),
         "kill-node" => {
             run.cluster.kill_node(victim);
-            let expected = run.expect_all(&others);
-            let absent: Vec<_> = others
-                .iter()
-                .map(|&i| (i, victim_service.clone()))
-                .collect();
+            let (expected, absent) = if single_org {
+                run.expectations(&[])
+            } else {
+                (run.expect_all(&others), Vec::new())
+            };
             let (done, hole, loops) = run.settle(&expected, &absent);
             run.hold(
-                "the killed node's service is withdrawn everywhere, the rest stays reachable",
+                "what the dead node cut off is withdrawn, everything still connected stays reachable",
                 done.is_some(),
                 "",
             );
@@ -389,16 +429,9 @@ fn fault(run: &mut Run, name: &str, victim: usize, single_org: bool) -> Result<T
                 for l in &links {
                     l.cut();
                 }
-                let rest: Vec<usize> = (1..n).collect();
-                let iso_service = observe::service_of(&run.cluster.state, isolated);
-                let absent: Vec<_> = rest.iter().map(|&i| (i, iso_service.clone())).collect();
-                let expected: Vec<_> = run
-                    .expect_all(&rest)
-                    .into_iter()
-                    .filter(|(i, _)| *i != isolated)
-                    .collect();
+                let (expected, absent) = run.expectations(&[]);
                 let (split, _, loops) = run.settle(&expected, &absent);
-                run.hold("while partitioned, the rest withdraws the isolated node's service and keeps its own", split.is_some(), "");
+                run.hold("while partitioned, each side withdraws the other side's services and keeps its own", split.is_some(), "");
                 run.hold(
                     "no persistent forwarding loop while partitioned",
                     loops.is_empty(),
@@ -443,11 +476,12 @@ fn fault(run: &mut Run, name: &str, victim: usize, single_org: bool) -> Result<T
             )
             .map_err(|e| e.to_string())?;
             let t = Instant::now();
-            let absent: Vec<_> = others
-                .iter()
-                .map(|&i| (i, victim_service.clone()))
-                .collect();
-            let expected = run.expect_from(&others, &others);
+            let (expected, absent) = if single_org {
+                run.expectations(&[victim])
+            } else {
+                let absent = others.iter().map(|&i| (i, victim_service.clone())).collect();
+                (run.expect_from(&others, &others), absent)
+            };
             let (done, hole, _) = run.settle(&expected, &absent);
             let isolated = super::cluster::wait_until(LIMIT, || {
                 others.iter().all(|&i| {

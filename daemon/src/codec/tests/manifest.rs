@@ -180,7 +180,10 @@ fn a_manifest_of_an_org_without_a_trusted_ca_is_accepted_as_unverified_and_count
     // A forged signature is still refused.
     let mut tampered = (*sent.manifest).clone();
     tampered.services.insert(service("bank.globex"));
-    assert_eq!(reason(origin.verify(&tampered, &sent.signature)), "signature does not verify");
+    assert_eq!(
+        reason(origin.verify(&tampered, &sent.signature)),
+        "signature does not verify"
+    );
 }
 
 #[test]
