@@ -132,7 +132,11 @@ impl State {
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
         .unwrap_or(32_768);
     let (first, last) = (10_000u16, low.saturating_sub(1));
     if last <= first {

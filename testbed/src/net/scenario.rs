@@ -81,6 +81,9 @@ pub struct Report {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// (node index, service) pairs.
+type Pairs = Vec<(usize, String)>;
+
 /// How long a forwarding loop must last, seen in every sample, to fail the invariant.
 pub const PERSISTENT_LOOP: Duration = Duration::from_secs(2);
 
@@ -123,10 +126,15 @@ impl Run {
     /// moments, and path-vector routing has short transient loops while a withdrawal
     /// propagates (as BGP); a loop counts as persistent when the same (node, service)
     /// keeps looping for [`PERSISTENT_LOOP`] in every sample.
-    fn settle(&self, expected: &[(usize, String)], absent: &[(usize, String)]) -> (Option<Duration>, Option<Duration>, Vec<(String, String)>) {
+    fn settle(
+        &self,
+        expected: &[(usize, String)],
+        absent: &[(usize, String)],
+    ) -> (Option<Duration>, Option<Duration>, Vec<(String, String)>) {
         let start = Instant::now();
         let mut last_hole = None;
-        let mut since: std::collections::HashMap<(String, String), Instant> = std::collections::HashMap::new();
+        let mut since: std::collections::HashMap<(String, String), Instant> =
+            std::collections::HashMap::new();
         let mut persistent: Vec<(String, String)> = Vec::new();
         while start.elapsed() < LIMIT {
             let t = observe::tables(&self.cluster.state);
@@ -152,10 +160,12 @@ impl Run {
     /// What should hold now: every running node not in `excluded` reaches the services of
     /// the running nodes it is connected to (over links that are not cut, through nodes
     /// not excluded), and no longer holds the others'. Returns (expected, absent).
-    fn expectations(&self, excluded: &[usize]) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+    fn expectations(&self, excluded: &[usize]) -> (Pairs, Pairs) {
         let state = &self.cluster.state;
         let n = state.nodes.len();
-        let up: Vec<bool> = (0..n).map(|i| self.cluster.alive(i) && !excluded.contains(&i)).collect();
+        let up: Vec<bool> = (0..n)
+            .map(|i| self.cluster.alive(i) && !excluded.contains(&i))
+            .collect();
         let mut comp: Vec<usize> = (0..n).collect();
         fn find(comp: &mut [usize], x: usize) -> usize {
             let mut r = x;
@@ -479,7 +489,10 @@ fn fault(run: &mut Run, name: &str, victim: usize, single_org: bool) -> Result<T
             let (expected, absent) = if single_org {
                 run.expectations(&[victim])
             } else {
-                let absent = others.iter().map(|&i| (i, victim_service.clone())).collect();
+                let absent = others
+                    .iter()
+                    .map(|&i| (i, victim_service.clone()))
+                    .collect();
                 (run.expect_from(&others, &others), absent)
             };
             let (done, hole, _) = run.settle(&expected, &absent);
