@@ -123,7 +123,12 @@ impl Router {
                 continue;
             }
             peer.out.pending.insert(service.clone());
-            if peer.out.due.is_none() {
+            if new.is_none() {
+                // Bad news is not paced by the MRAI (RFC 4271 9.2.1.1 applies it to
+                // advertisements): a withdrawal goes out now, which cuts the time peers
+                // spend exploring paths towards a destination that is gone.
+                peer.out.due = Some(now);
+            } else if peer.out.due.is_none() {
                 let earliest = peer.out.last_sent.map_or(now, |t| t + mrai);
                 peer.out.due = Some(earliest.max(now));
             }

@@ -395,7 +395,7 @@ fn a_fresh_path_is_preferred_over_a_stale_one() {
 }
 
 #[test]
-fn changes_inside_one_mrai_interval_leave_as_one_batch() {
+fn announcements_inside_one_mrai_interval_leave_as_one_batch_but_a_withdrawal_goes_at_once() {
     let mut cfg = RouterConfig::new(n("a/r"));
     cfg.mrai = Duration::from_secs(1);
     let mut h = H::with_config(cfg);
@@ -410,10 +410,14 @@ fn changes_inside_one_mrai_interval_leave_as_one_batch() {
     h.advance(Duration::from_millis(100));
     h.announce("a/p1", "s2.z", attrs("z/o", &["a/p1", "z"], 1));
     h.announce("a/p1", "s3.z", attrs("z/o", &["a/p1", "z"], 1));
-    h.withdraw("a/p1", "s1.z");
-    assert_eq!(h.batches_to("a/p2").len(), 1, "held back by MRAI");
+    assert_eq!(
+        h.batches_to("a/p2").len(),
+        1,
+        "announcements held back by MRAI"
+    );
     assert_eq!(h.r.poll_timeout(), Some(t0() + Duration::from_secs(2)));
-    h.advance(Duration::from_millis(900));
+    // A withdrawal is not paced (RFC 4271 9.2.1.1): it leaves now, with what was queued.
+    h.withdraw("a/p1", "s1.z");
     let batches = h.batches_to("a/p2");
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[1].announce.len(), 2);

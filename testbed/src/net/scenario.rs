@@ -67,6 +67,10 @@ pub struct Report {
     pub reconverge_ms: Option<u64>,
     /// From the fault to the last sample with a black hole, ms.
     pub black_hole_ms: Option<u64>,
+    /// Longest time one (node, service) pair kept looping in consecutive samples, ms.
+    pub longest_loop_ms: u64,
+    /// Slowest sampling round (every node's table read once), ms.
+    pub slowest_sample_ms: u64,
     /// Update batches sent by all routers (whole run).
     pub updates_sent: u64,
     /// Mean resident memory per daemon at the end, KiB.
@@ -90,6 +94,10 @@ pub const PERSISTENT_LOOP: Duration = Duration::from_secs(2);
 struct Run {
     cluster: Cluster,
     invariants: Vec<Invariant>,
+    /// Longest time one (node, service) was seen looping in consecutive samples.
+    longest_loop: std::cell::Cell<Duration>,
+    /// Slowest sampling round (reading every node's table).
+    slowest_sample: std::cell::Cell<Duration>,
 }
 
 impl Run {
@@ -125,7 +133,7 @@ impl Run {
     /// black-hole time, persistent loops). Tables are read node by node, so a sample mixes
     /// moments, and path-vector routing has short transient loops while a withdrawal
     /// propagates (as BGP); a loop counts as persistent when the same (node, service)
-    /// keeps looping for [`PERSISTENT_LOOP`] in every sample.
+    /// keeps looping in every sample for [`PERSISTENT_LOOP`] and three sampling rounds.
     fn settle(
         &self,
         expected: &[(usize, String)],
@@ -137,7 +145,10 @@ impl Run {
             std::collections::HashMap::new();
         let mut persistent: Vec<(String, String)> = Vec::new();
         while start.elapsed() < LIMIT {
+            let sample = Instant::now();
             let t = observe::tables(&self.cluster.state);
+            self.slowest_sample
+                .set(self.slowest_sample.get().max(sample.elapsed()));
             let c: Check = observe::check(&self.cluster.state, &t, expected, absent);
             if !c.black_holes.is_empty() {
                 last_hole = Some(start.elapsed());
@@ -145,7 +156,12 @@ impl Run {
             since.retain(|k, _| c.loops.contains(k));
             for l in &c.loops {
                 let first = *since.entry(l.clone()).or_insert_with(Instant::now);
-                if first.elapsed() >= PERSISTENT_LOOP && !persistent.contains(l) {
+                self.longest_loop
+                    .set(self.longest_loop.get().max(first.elapsed()));
+                // A sample spans the time it takes to read every table (seconds with 100
+                // daemons on 2 cores), so a loop must also outlast three sampling rounds.
+                let threshold = PERSISTENT_LOOP.max(self.slowest_sample.get() * 3);
+                if first.elapsed() >= threshold && !persistent.contains(l) {
                     persistent.push(l.clone());
                 }
             }
@@ -268,6 +284,8 @@ fn run_in(
     let mut run = Run {
         cluster,
         invariants: Vec::new(),
+        longest_loop: std::cell::Cell::default(),
+        slowest_sample: std::cell::Cell::default(),
     };
     run.cluster.start_emulator(opts.seed)?;
     let n = run.cluster.state.nodes.len();
@@ -330,6 +348,8 @@ fn run_in(
         reconverge_ms: ms(reconverge),
         black_hole_ms: ms(black_hole),
         updates_sent,
+        longest_loop_ms: ms(Some(run.longest_loop.get())).unwrap_or(0),
+        slowest_sample_ms: ms(Some(run.slowest_sample.get())).unwrap_or(0),
         rss_kb_mean: if rss.is_empty() {
             0
         } else {
