@@ -27,7 +27,7 @@ use ring::signature::EcdsaKeyPair;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use trellis_policy::envelope::{Envelope, Kind};
 use trellis_routing::{NodeId, OriginManifest, Signatures, VerifyError};
-use webpki::{EndEntityCert, KeyUsage};
+use webpki::KeyUsage;
 
 use super::manifest::{join_blob, manifest_payload, split_blob, MAX_CERTIFICATE_BYTES};
 use super::CodecError;
@@ -139,51 +139,33 @@ impl NodeSignatures {
         if &cert.node != origin {
             return Err(format!("certificate names {}, not {origin}", cert.node));
         }
-        let org = origin.org();
-        let cas: Vec<CertificateDer<'static>> = self
+        let leaf = CertificateDer::from(der);
+        let check = crate::node::trust::ChainCheck {
+            algorithms: &[webpki::ring::ECDSA_P384_SHA384],
+            now: UnixTime::since_unix_epoch(Duration::from_millis(now_ms)),
+            usage: KeyUsage::client_auth(),
+        };
+        match self
             .trust
-            .cas_for(&org)
-            .into_iter()
-            .map(CertificateDer::from)
-            .collect();
-        if cas.is_empty() {
-            // An org this node holds no CA for (a partner of a partner, or a partner seen
-            // from an interior node): RFC 6811's "NotFound". The certificate must still
-            // name the origin, be valid now and carry the key that signed; the border
-            // node that holds the org's CA verified the chain (docs/adr/0007).
-            let now = now_ms / 1000;
-            if cert.not_before > now + 300 || cert.not_after <= now {
-                return Err(format!("certificate of {origin} is not valid now"));
+            .verify_chain(origin, &cert.serial, &leaf, &[], check)
+        {
+            Ok(()) => {}
+            Err(crate::node::trust::ChainError::Refused(why)) => return Err(why),
+            Err(crate::node::trust::ChainError::NoCa(_)) => {
+                // An org this node holds no CA for (a partner of a partner, or a partner
+                // seen from an interior node): RFC 6811's "NotFound". The certificate must
+                // still name the origin, be valid now and carry the key that signed; the
+                // border node that holds the org's CA verified the chain (docs/adr/0007).
+                let now = now_ms / 1000;
+                if cert.not_before > now + 300 || cert.not_after <= now {
+                    return Err(format!("certificate of {origin} is not valid now"));
+                }
+                if self.trust.is_revoked(origin, &cert.serial) {
+                    return Err(format!("certificate of {origin} is revoked"));
+                }
+                self.unverified
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            if self.trust.is_revoked(origin, &cert.serial) {
-                return Err("revoked".into());
-            }
-            self.unverified
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(cert);
-        }
-        // A CA that does not parse as a trust anchor cannot vouch; the others still may.
-        let anchors: Vec<_> = cas
-            .iter()
-            .filter_map(|ca| webpki::anchor_from_trusted_cert(ca).ok())
-            .collect();
-        let leaf_der = CertificateDer::from(der);
-        let leaf = EndEntityCert::try_from(&leaf_der).map_err(|e| format!("certificate: {e}"))?;
-        let now = UnixTime::since_unix_epoch(Duration::from_millis(now_ms));
-        leaf.verify_for_usage(
-            &[webpki::ring::ECDSA_P384_SHA384],
-            &anchors,
-            &[],
-            now,
-            KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| {
-            format!("certificate of {origin} does not chain to a CA trusted for {org} ({e})")
-        })?;
-        if self.trust.is_revoked(origin, &cert.serial) {
-            return Err("revoked".into());
         }
         Ok(cert)
     }

@@ -25,6 +25,25 @@ pub struct TrustState {
     pub snapshot_versions: HashMap<OrgId, u64>,
 }
 
+/// How to check a chain: signature algorithms, time, key usage.
+pub struct ChainCheck<'a> {
+    /// Signature algorithms accepted in the chain.
+    pub algorithms: &'a [&'a dyn rustls_pki_types::SignatureVerificationAlgorithm],
+    /// The time of the check.
+    pub now: rustls_pki_types::UnixTime,
+    /// Client or server authentication.
+    pub usage: webpki::KeyUsage,
+}
+
+/// Why a chain was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainError {
+    /// No CA is trusted for this org.
+    NoCa(OrgId),
+    /// The chain, or the node, was refused; why.
+    Refused(String),
+}
+
 /// The shared trust view.
 #[derive(Debug, Default)]
 pub struct TrustStore {
@@ -107,6 +126,59 @@ impl TrustStore {
     /// The newest snapshot version applied for `org` (0: none).
     pub fn snapshot_version(&self, org: &OrgId) -> u64 {
         self.read().snapshot_versions.get(org).copied().unwrap_or(0)
+    }
+
+    /// Verifies that `leaf` (a certificate of `node`, with `intermediates`) chains at
+    /// `now` to a CA trusted for `node`'s org, for `usage`, with `algorithms`, and that
+    /// neither the node nor `serial` is revoked. `Err(NoCa)` when no CA is trusted for the
+    /// org at all (callers decide what that means); `Err(Refused(why))` otherwise.
+    /// The one chain check shared by the TLS verifiers and the manifest verifier.
+    pub fn verify_chain(
+        &self,
+        node: &NodeId,
+        serial: &[u8],
+        leaf: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        chain: ChainCheck<'_>,
+    ) -> Result<(), ChainError> {
+        let org = node.org();
+        let cas: Vec<rustls_pki_types::CertificateDer<'static>> = self
+            .cas_for(&org)
+            .into_iter()
+            .map(rustls_pki_types::CertificateDer::from)
+            .collect();
+        if cas.is_empty() {
+            return Err(ChainError::NoCa(org));
+        }
+        let anchors = cas
+            .iter()
+            .map(webpki::anchor_from_trusted_cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                ChainError::Refused(format!("a CA trusted for org {org} is unusable: {e}"))
+            })?;
+        let end = webpki::EndEntityCert::try_from(leaf)
+            .map_err(|e| ChainError::Refused(format!("certificate of {node} is malformed: {e}")))?;
+        end.verify_for_usage(
+            chain.algorithms,
+            &anchors,
+            intermediates,
+            chain.now,
+            chain.usage,
+            None,
+            None,
+        )
+        .map_err(|e| {
+            ChainError::Refused(format!(
+                "certificate of {node} does not verify to a CA trusted for org {org}: {e}"
+            ))
+        })?;
+        if self.is_revoked(node, serial) {
+            return Err(ChainError::Refused(format!(
+                "certificate of {node} is revoked"
+            )));
+        }
+        Ok(())
     }
 
     /// A copy of the whole state (status output, tests).

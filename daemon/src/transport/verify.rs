@@ -22,7 +22,7 @@ use rustls::SignatureScheme;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use trellis_routing::NodeId;
-use webpki::{EndEntityCert, KeyUsage};
+use webpki::KeyUsage;
 
 use super::Admit;
 use crate::node::trust::TrustStore;
@@ -69,43 +69,26 @@ impl Chain {
         now: UnixTime,
         usage: KeyUsage,
     ) -> Result<(), rustls::Error> {
-        let node = &claimed.node;
-        let org = node.org();
-        let cas: Vec<CertificateDer<'static>> = self
-            .trust
-            .cas_for(&org)
-            .into_iter()
-            .map(CertificateDer::from)
-            .collect();
-        if cas.is_empty() {
-            return Err(refuse(format!(
-                "no CA trusted for org {org} (peer claims {node})"
-            )));
-        }
-        let anchors = cas
-            .iter()
-            .map(webpki::anchor_from_trusted_cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| refuse(format!("a CA trusted for org {org} is unusable: {e}")))?;
-        let leaf = EndEntityCert::try_from(end_entity)
-            .map_err(|e| refuse(format!("certificate of {node} is malformed: {e}")))?;
-        leaf.verify_for_usage(
-            self.provider.signature_verification_algorithms.all,
-            &anchors,
-            intermediates,
+        let check = crate::node::trust::ChainCheck {
+            algorithms: self.provider.signature_verification_algorithms.all,
             now,
             usage,
-            None,
-            None,
-        )
-        .map_err(|e| {
-            refuse(format!(
-                "certificate of {node} does not verify to a CA trusted for org {org}: {e}"
-            ))
-        })?;
-        if self.trust.is_revoked(node, &claimed.serial) {
-            return Err(refuse(format!("certificate of {node} is revoked")));
-        }
+        };
+        self.trust
+            .verify_chain(
+                &claimed.node,
+                &claimed.serial,
+                end_entity,
+                intermediates,
+                check,
+            )
+            .map_err(|e| match e {
+                crate::node::trust::ChainError::NoCa(org) => refuse(format!(
+                    "no CA trusted for org {org} (peer claims {})",
+                    claimed.node
+                )),
+                crate::node::trust::ChainError::Refused(why) => refuse(why),
+            })?;
         Ok(())
     }
 
