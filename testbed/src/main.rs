@@ -154,7 +154,7 @@ struct SimArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 100)]
     nodes: usize,
-    /// line, ring, star, grid, random or multi-org.
+    /// line, ring, star, grid, mesh, random or multi-org.
     #[arg(long, default_value = "random")]
     topology: Shape,
     /// Orgs in a multi-org topology.
