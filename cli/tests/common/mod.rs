@@ -174,11 +174,29 @@ pub fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
-/// A free UDP port on 127.0.0.1 (bound and released; the OS does not hand it out again
-/// at once).
+/// A free UDP port on 127.0.0.1, below the kernel's ephemeral range (so no socket bound to
+/// port 0 takes it before the daemon binds it) and never handed out twice by this process.
 pub fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+        })
+        .unwrap_or(32_768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_001).max(1));
+    let base = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(k < span, "no free port left");
+        let port = u16::try_from(first + (base + k) % span).expect("port");
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after 30 s.
