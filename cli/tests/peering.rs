@@ -228,6 +228,8 @@ fn an_unconfigured_peer_and_a_peer_from_an_untrusted_org_are_refused_at_the_hand
         Some(err)
     });
     assert!(!nodes[2].peer_up("acme/b"), "refused: {refused}");
+    // The refused side is told why, as a BGP NOTIFICATION would (docs/security.md).
+    assert!(refused.contains("not configured"), "{refused}");
     let b_peers = nodes[1].json(&["peers", "list"]);
     assert!(!b_peers.to_string().contains("acme/stranger"));
 }

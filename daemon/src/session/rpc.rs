@@ -543,12 +543,22 @@ async fn session_loop(
     let reply = match tokio::time::timeout(cfg.open_timeout, opening).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => {
+            // A listener that refuses our certificate closes the connection right after
+            // the handshake: report its reason, not a protocol error of ours.
+            if let Some(closed) = conn.close_reason() {
+                return (
+                    CloseReason::Unauthorized,
+                    format!("the peer closed the connection during open: {closed}"),
+                    false,
+                    false,
+                );
+            }
             return (
                 CloseReason::MalformedMessage,
                 format!("open failed: {e}"),
                 false,
                 true,
-            )
+            );
         }
         Err(_) => {
             return (
