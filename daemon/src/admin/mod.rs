@@ -8,6 +8,7 @@
 pub mod client;
 mod node_records;
 mod records;
+pub mod server;
 
 pub use node_records::*;
 pub use records::*;

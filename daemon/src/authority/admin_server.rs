@@ -1,101 +1,39 @@
 //! The authority's admin API server on `admin.sock` (see [`crate::admin`]).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use trellis_routing::NodeId;
 
 use super::store::tokens_spec;
 use super::{AuthorityError, Shared};
-use crate::admin::{
-    ApiError, AuthorityStatus, ErrorKind, Request, Response, TokenCreated, MAX_LINE_BYTES,
-};
+use crate::admin::{ApiError, AuthorityStatus, ErrorKind, Request, TokenCreated};
 use crate::enroll::joinstring::JoinString;
 use crate::util::time::now_secs;
 use crate::util::unhex;
 
-/// Most concurrent admin connections.
-const MAX_CONNECTIONS: usize = 32;
 /// Longest token lifetime, seconds (30 days).
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Most uses of one token.
 const MAX_USES: u32 = 10_000;
 
-/// Binds the socket with mode 0600, replacing a stale socket file.
+/// Binds the admin socket.
 pub(super) fn bind(path: &Path) -> Result<UnixListener, AuthorityError> {
-    let err = |e: std::io::Error| AuthorityError::Listen {
+    crate::admin::server::bind(path).map_err(|e| AuthorityError::Listen {
         addr: path.display().to_string(),
         reason: e.to_string(),
-    };
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(AuthorityError::Listen {
-                addr: path.display().to_string(),
-                reason: "another daemon is serving this socket".into(),
-            });
-        }
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    })
 }
 
 /// Accepts admin connections until aborted.
 pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    connection(stream, &shared).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "admin accept failed"),
-        }
-    }
+    crate::admin::server::serve(listener, move |request| {
+        let result = dispatch(&shared, request);
+        async move { result }
+    })
+    .await;
 }
-
-async fn connection(stream: UnixStream, shared: &Shared) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(MAX_LINE_BYTES as u64 * 64)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let response = if line.len() > MAX_LINE_BYTES {
-            Response::Error(ApiError::new(
-                ErrorKind::BadRequest,
-                "request line too long",
-            ))
-        } else {
-            match serde_json::from_str::<Request>(&line) {
-                Ok(request) => match dispatch(shared, request) {
-                    Ok(value) => Response::Ok(value),
-                    Err(e) => Response::Error(e),
-                },
-                Err(e) => Response::Error(ApiError::new(
-                    ErrorKind::BadRequest,
-                    format!("bad request: {e}"),
-                )),
-            }
-        };
-        let mut out = serde_json::to_vec(&response).unwrap_or_else(|_| {
-            b"{\"error\":{\"kind\":\"internal\",\"message\":\"encoding failed\"}}".to_vec()
-        });
-        out.push(b'\n');
-        if write.write_all(&out).await.is_err() {
-            return;
-        }
-    }
-}
-
-use tokio::io::AsyncReadExt as _;
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, message)

@@ -4,13 +4,11 @@
 //! and never wait on the routing loop; changes and `routes show` go to the loop as
 //! commands with a reply.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use trellis_routing::{NodeId, Relationship, ServiceName};
 
@@ -18,28 +16,15 @@ use super::route_store::parse_protocol;
 use super::routing_loop::{Command, PeerSpec};
 use super::view::View;
 use super::{NodeStore, Paths};
-use crate::admin::{
-    ApiError, ErrorKind, Request, Response, SnapshotInfo, Topology, MAX_LINE_BYTES,
-};
+use crate::admin::{ApiError, ErrorKind, Request, SnapshotInfo, Topology};
 use crate::util::hex;
 
 /// How long a command may wait for the routing loop.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds the socket (mode 0600), replacing a stale one.
+/// Binds the admin socket (mode 0600), replacing a stale one.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{}: another daemon is serving this socket", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    crate::admin::server::bind(path)
 }
 
 /// Serves admin connections until aborted.
@@ -49,44 +34,11 @@ pub async fn serve(
     commands: mpsc::Sender<Command>,
     paths: Paths,
 ) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(32));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    crate::admin::server::serve(listener, move |request| {
         let (view, commands, paths) = (view.clone(), commands.clone(), paths.clone());
-        tokio::spawn(async move {
-            connection(stream, &view, &commands, &paths).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn connection(
-    stream: UnixStream,
-    view: &View,
-    commands: &mpsc::Sender<Command>,
-    paths: &Paths,
-) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(MAX_LINE_BYTES as u64 * 64)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => match dispatch(request, view, commands, paths).await {
-                Ok(value) => Response::Ok(value),
-                Err(e) => Response::Error(e),
-            },
-            Err(e) => Response::Error(bad(format!("bad request: {e}"))),
-        };
-        let mut out = serde_json::to_vec(&response).unwrap_or_default();
-        out.push(b'\n');
-        if write.write_all(&out).await.is_err() {
-            return;
-        }
-    }
+        async move { dispatch(request, &view, &commands, &paths).await }
+    })
+    .await;
 }
 
 fn bad(message: impl Into<String>) -> ApiError {

@@ -141,10 +141,13 @@ pub fn parse_protocol(name: &str) -> Option<ProtocolHint> {
     }
 }
 
-fn encode_attrs(attrs: &Arc<Attrs>, service: &ServiceName) -> Vec<u8> {
+/// An attribute set as stored: a batch holding only that set (the service is its row's
+/// key), so a set shared by many services is encoded once per batch and decoded once per
+/// restore.
+fn encode_attrs(attrs: &Arc<Attrs>) -> Vec<u8> {
     let batch = UpdateBatch {
         attrs: vec![attrs.clone()],
-        announce: vec![(service.clone(), 0)],
+        announce: vec![],
         withdraw: vec![],
     };
     let mut message = capnp::message::Builder::new_default();
@@ -205,26 +208,42 @@ pub fn restore(path: &Path) -> rusqlite::Result<(Restored, usize)> {
             None => skipped += 1,
         }
     }
-    let mut stmt = conn.prepare("SELECT peer, attrs FROM adj_in ORDER BY peer")?;
-    let mut per_peer: HashMap<NodeId, UpdateBatch> = HashMap::new();
+    let mut stmt = conn.prepare("SELECT peer, service, attrs FROM adj_in ORDER BY peer")?;
+    // Per peer: the batch, and each distinct stored attribute set's index in it.
+    let mut per_peer: HashMap<NodeId, (UpdateBatch, HashMap<Vec<u8>, u32>)> = HashMap::new();
     for row in stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+        ))
     })? {
-        let (peer, blob) = row?;
-        let (Ok(peer), Some(one)) = (NodeId::new(&peer), decode_batch(&blob)) else {
+        let (peer, service, blob) = row?;
+        let (Ok(peer), Ok(service)) = (NodeId::new(&peer), ServiceName::new(&service)) else {
             skipped += 1;
             continue;
         };
-        let batch = per_peer.entry(peer).or_default();
-        for (service, idx) in one.announce {
-            if let Some(attrs) = one.attrs.get(idx as usize) {
-                let at = u32::try_from(batch.attrs.len()).unwrap_or(u32::MAX);
-                batch.attrs.push(attrs.clone());
-                batch.announce.push((service, at));
+        let (batch, seen) = per_peer.entry(peer).or_default();
+        let index = match seen.get(&blob) {
+            Some(&i) => i,
+            None => {
+                let Some(attrs) = decode_batch(&blob).and_then(|b| b.attrs.into_iter().next())
+                else {
+                    skipped += 1;
+                    continue;
+                };
+                let i = u32::try_from(batch.attrs.len()).unwrap_or(u32::MAX);
+                batch.attrs.push(attrs);
+                seen.insert(blob, i);
+                i
             }
-        }
+        };
+        batch.announce.push((service, index));
     }
-    out.peer_routes = per_peer.into_iter().collect();
+    out.peer_routes = per_peer
+        .into_iter()
+        .map(|(peer, (batch, _))| (peer, batch))
+        .collect();
     let mut stmt =
         conn.prepare("SELECT node_id, address, link_cost FROM admin_peers ORDER BY node_id")?;
     for row in stmt.query_map([], |r| {
@@ -256,14 +275,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 "INSERT INTO adj_in(peer, service, attrs, epoch) VALUES(?1, ?2, ?3, ?4)
                  ON CONFLICT(peer, service) DO UPDATE SET attrs=excluded.attrs, epoch=excluded.epoch",
             )?;
+            let encoded: Vec<Vec<u8>> = batch.attrs.iter().map(encode_attrs).collect();
             for (service, idx) in &batch.announce {
-                if let Some(attrs) = batch.attrs.get(*idx as usize) {
-                    put.execute(params![
-                        peer.as_str(),
-                        service.as_str(),
-                        encode_attrs(attrs, service),
-                        epoch
-                    ])?;
+                if let Some(attrs) = encoded.get(*idx as usize) {
+                    put.execute(params![peer.as_str(), service.as_str(), attrs, epoch])?;
                 }
             }
         }

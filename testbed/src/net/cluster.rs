@@ -162,14 +162,6 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
     Ok(ports)
 }
 
-/// A free UDP port on 127.0.0.1.
-pub fn free_port() -> Result<u16, String> {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
 fn role_name(role: Relationship) -> &'static str {
     match role {
         Relationship::Customer => "customer",
