@@ -298,28 +298,66 @@ pub fn routes(ctx: &Context, cmd: Routes) -> Result<(), Failure> {
 pub fn topology(ctx: &Context, format: Format) -> Result<(), Failure> {
     let topo: Topology = call(ctx, &Request::Topology)?;
     ctx.print(&topo, |t| match format {
-        Format::Text => {
-            let mut out = format!("{}\n", t.node_id);
-            for p in &t.peers {
-                out.push_str(&format!(
-                    "  ── {} ({}, {}, {} routes)\n",
-                    p.node_id, p.state, p.role, p.routes_received
-                ));
-            }
-            out
-        }
-        Format::Dot => {
-            let mut out = String::from("graph trellis {\n");
-            for p in &t.peers {
-                let style = if p.state == "up" { "solid" } else { "dashed" };
-                out.push_str(&format!(
-                    "  \"{}\" -- \"{}\" [style={style}, label=\"{}\"];\n",
-                    t.node_id, p.node_id, p.role
-                ));
-            }
-            out.push_str("}\n");
-            out
-        }
+        Format::Text => topology_text(t),
+        Format::Dot => topology_dot(t),
     });
     Ok(())
+}
+
+/// This node, its sessions, and the best path to every origin it reaches.
+fn topology_text(t: &Topology) -> String {
+    let mut out = format!("{}\n", t.node_id);
+    for p in &t.peers {
+        out.push_str(&format!(
+            "  ── {} ({}, {}, {} routes)\n",
+            p.node_id, p.state, p.role, p.routes_received
+        ));
+    }
+    let remote: Vec<_> = t
+        .paths
+        .iter()
+        .filter(|(_, path)| !path.is_empty())
+        .collect();
+    if !remote.is_empty() {
+        out.push_str("origins reached (best path from here):\n");
+        for (origin, path) in remote {
+            out.push_str(&format!(
+                "  {origin}: {} → {}\n",
+                t.node_id,
+                path.join(" → ")
+            ));
+        }
+    }
+    out
+}
+
+/// Graphviz: sessions as solid (up) or dashed edges, best paths beyond them dotted.
+fn topology_dot(t: &Topology) -> String {
+    let mut out = String::from("graph trellis {\n");
+    let mut edges = std::collections::BTreeSet::new();
+    for p in &t.peers {
+        let style = if p.state == "up" { "solid" } else { "dashed" };
+        out.push_str(&format!(
+            "  \"{}\" -- \"{}\" [style={style}, label=\"{}\"];\n",
+            t.node_id, p.node_id, p.role
+        ));
+        edges.insert((t.node_id.clone(), p.node_id.clone()));
+    }
+    for path in t.paths.values() {
+        let hops = std::iter::once(&t.node_id).chain(path.iter());
+        for (a, b) in hops.clone().zip(hops.skip(1)) {
+            let key = if a <= b {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
+            if edges.contains(&key) || edges.contains(&(key.1.clone(), key.0.clone())) {
+                continue;
+            }
+            out.push_str(&format!("  \"{a}\" -- \"{b}\" [style=dotted];\n"));
+            edges.insert(key);
+        }
+    }
+    out.push_str("}\n");
+    out
 }

@@ -116,4 +116,8 @@ pub struct Topology {
     pub peers: Vec<PeerInfo>,
     /// Origins whose routes this node holds, with the next hop used.
     pub origins: BTreeMap<String, Option<String>>,
+    /// Per origin, the best path from this node to it (nearest hop first; empty for this
+    /// node's own services): the routing tree as seen from here.
+    #[serde(default)]
+    pub paths: BTreeMap<String, Vec<String>>,
 }

@@ -1,8 +1,8 @@
 //! The node's admin API on `DATA_DIR/admin.sock` (JSON lines, see [`crate::admin`]).
 //!
 //! Reads (`status`, `peers list|show`, `routes list`, `topology`) come from the read model
-//! and never wait on the routing loop; changes and `routes show` go to the loop as
-//! commands with a reply.
+//! and never wait on the routing loop; `audit` reads the event log from `node.db`;
+//! changes and `routes show` go to the loop as commands with a reply.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use super::route_store::parse_protocol;
 use super::routing_loop::{Command, PeerSpec};
 use super::view::View;
 use super::{NodeStore, Paths};
-use crate::admin::{ApiError, ErrorKind, Request, SnapshotInfo, Topology};
+use crate::admin::{ApiError, AuditEvent, ErrorKind, Request, SnapshotInfo, Topology};
 use crate::util::hex;
 
 /// How long a command may wait for the routing loop.
@@ -70,6 +70,27 @@ async fn ask<T>(
         .map_err(|_| ApiError::new(ErrorKind::Internal, "the node is shutting down"))
 }
 
+/// A node event as an audit record; the actor follows from the kind: operator changes
+/// (`route.*`, `peer.add|remove|reset`), what a peer did (`session.*`, `peer.bad_input`),
+/// and the node's own actions (`cert.*`, `trust.*`).
+fn audit_event(e: super::route_store::StoredEvent) -> AuditEvent {
+    let actor = match e.kind.as_str() {
+        k if k.starts_with("route.") || matches!(k, "peer.add" | "peer.remove" | "peer.reset") => {
+            "operator".to_owned()
+        }
+        k if k.starts_with("session.") || k == "peer.bad_input" => format!("node:{}", e.subject),
+        _ => "node".to_owned(),
+    };
+    AuditEvent {
+        seq: e.seq,
+        at: e.at,
+        actor,
+        action: e.kind,
+        subject: e.subject,
+        detail: e.detail,
+    }
+}
+
 fn node_id(text: &str) -> Result<NodeId, ApiError> {
     NodeId::new(text).map_err(|e| bad(format!("node id {text:?}: {e}")))
 }
@@ -105,6 +126,11 @@ async fn dispatch(
                     .routes
                     .values()
                     .map(|r| (r.origin.clone(), r.next_hop.clone()))
+                    .collect(),
+                paths: state
+                    .routes
+                    .values()
+                    .map(|r| (r.origin.clone(), r.path.clone()))
                     .collect(),
             })
         }
@@ -162,7 +188,8 @@ async fn dispatch(
                 role: Relationship::Internal,
                 link_cost: link_cost.unwrap_or(10).clamp(1, 65_535),
                 local_pref: 100,
-                max_routes: 100_000,
+                // 0: the node's `limits.max_routes_per_peer`, as after a restart.
+                max_routes: 0,
                 source: "admin".into(),
             };
             ask(commands, |reply| Command::AddPeer {
@@ -212,6 +239,16 @@ async fn dispatch(
                 revoked_serials: decoded.revoked_serials.iter().map(|s| hex(s)).collect(),
                 envelope_hex: hex(&envelope),
             })
+        }
+        Request::Audit { since } => {
+            let path = paths.db();
+            let events = tokio::task::spawn_blocking(move || {
+                super::route_store::events(&path, since.unwrap_or(0))
+            })
+            .await
+            .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("node.db: {e}")))?;
+            json(&events.into_iter().map(audit_event).collect::<Vec<_>>())
         }
         other => Err(bad(format!(
             "{other:?} is an authority command; this is a node"

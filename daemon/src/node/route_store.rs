@@ -4,14 +4,16 @@
 //!
 //! Writes come from the routing loop as [`StoreOp`]s on a bounded channel and are applied
 //! by one writer thread in batches, one transaction per batch (`synchronous=FULL`): a
-//! crash at any moment keeps every committed batch. A failed commit (disk full) is kept
-//! and retried; the daemon keeps routing meanwhile. Restart reads it all back
+//! crash at any moment keeps every committed batch. Operator changes are acknowledged
+//! only after their commit ([`StoreOp::Barrier`]). A failed commit (disk full) is kept in
+//! memory and retried; the daemon keeps routing meanwhile. Restart reads it all back
 //! ([`restore`]); the peers' routes come back as stale until the peers refresh them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,12 @@ CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTE
 
 /// Most ops applied in one transaction.
 const MAX_BATCH_OPS: usize = 20_000;
+
+/// Events the node's log keeps (older ones are deleted as new ones arrive).
+const MAX_EVENTS: i64 = 100_000;
+
+/// How long a stopping node keeps retrying a failing store before giving up.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
 
 /// One change to persist.
 #[derive(Debug)]
@@ -96,6 +104,10 @@ pub enum StoreOp {
     },
     /// A peer removed with `trellis peers remove`.
     PeerRemoved(NodeId),
+    /// Answered once every op sent before it is committed (or `Err` after a failed
+    /// commit, with the ops kept for retry): operator changes are acknowledged only
+    /// when durable.
+    Barrier(tokio::sync::oneshot::Sender<Result<(), String>>),
     /// An event for the log.
     Event {
         /// Kind, e.g. `session.up`.
@@ -118,6 +130,9 @@ pub struct Restored {
     pub peer_routes: Vec<(NodeId, UpdateBatch)>,
     /// Peers added at runtime.
     pub admin_peers: Vec<(NodeId, SocketAddr, u32)>,
+    /// Highest session epoch stored: epochs of this run start above it, so an
+    /// end-of-table purges every row an earlier run left.
+    pub max_epoch: u64,
 }
 
 /// Protocol hint as stored and shown.
@@ -244,6 +259,9 @@ pub fn restore(path: &Path) -> rusqlite::Result<(Restored, usize)> {
         .into_iter()
         .map(|(peer, (batch, _))| (peer, batch))
         .collect();
+    let max_epoch: Option<i64> =
+        conn.query_row("SELECT MAX(epoch) FROM adj_in", [], |r| r.get(0))?;
+    out.max_epoch = max_epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0);
     let mut stmt =
         conn.prepare("SELECT node_id, address, link_cost FROM admin_peers ORDER BY node_id")?;
     for row in stmt.query_map([], |r| {
@@ -356,6 +374,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
             tx.execute("DELETE FROM admin_peers WHERE node_id=?1", [peer.as_str()])?;
             tx.execute("DELETE FROM adj_in WHERE peer=?1", [peer.as_str()])?;
         }
+        StoreOp::Barrier(_) => {}
         StoreOp::Event {
             kind,
             subject,
@@ -375,63 +394,157 @@ fn commit(conn: &mut Connection, ops: &[StoreOp]) -> rusqlite::Result<()> {
     for op in ops {
         apply(&tx, op)?;
     }
+    if ops.iter().any(|op| matches!(op, StoreOp::Event { .. })) {
+        // The log keeps the newest MAX_EVENTS events: a flapping peer cannot fill the disk.
+        tx.execute(
+            "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1",
+            [MAX_EVENTS],
+        )?;
+    }
     tx.commit()
 }
 
-/// Starts the writer thread; dropping every sender flushes and stops it.
+/// One event of the node's log, as `trellis audit` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Sequence number.
+    pub seq: u64,
+    /// Seconds since the epoch.
+    pub at: u64,
+    /// Kind, e.g. `session.up`.
+    pub kind: String,
+    /// Subject.
+    pub subject: String,
+    /// Detail.
+    pub detail: String,
+}
+
+/// Events at or after `since`, oldest first (read on its own connection: WAL readers
+/// never wait on the writer).
+pub fn events(path: &Path, since: u64) -> rusqlite::Result<Vec<StoredEvent>> {
+    let conn = open(path)?;
+    let mut stmt = conn
+        .prepare("SELECT seq, at, kind, subject, detail FROM events WHERE at >= ?1 ORDER BY seq")?;
+    let rows = stmt.query_map([i64::try_from(since).unwrap_or(i64::MAX)], |r| {
+        Ok(StoredEvent {
+            seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            at: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            kind: r.get(2)?,
+            subject: r.get(3)?,
+            detail: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Starts the writer thread; dropping every sender flushes and stops it. `failures`
+/// counts failed commits (shown as `store_commit_failures`).
 pub fn spawn_writer(
     path: PathBuf,
     capacity: usize,
+    failures: Arc<AtomicU64>,
 ) -> rusqlite::Result<(SyncSender<StoreOp>, std::thread::JoinHandle<()>)> {
     let mut conn = open(&path)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
     let handle = std::thread::Builder::new()
         .name("trellis-store".into())
-        .spawn(move || writer(&mut conn, &rx))
+        .spawn(move || writer(&mut conn, &rx, &failures))
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     Ok((tx, handle))
 }
 
-fn writer(conn: &mut Connection, rx: &Receiver<StoreOp>) {
-    let mut pending: Vec<StoreOp> = Vec::new();
+/// Moves every op that has arrived into `pending`; `false` once every sender is gone.
+fn take_arrived(rx: &Receiver<StoreOp>, pending: &mut VecDeque<StoreOp>) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(op) => pending.push_back(op),
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Commits `chunk`; answers its barriers. On failure the data ops go back to the front
+/// of `pending` (in order) for the next attempt; barriers are answered with the error.
+fn commit_chunk(
+    conn: &mut Connection,
+    mut chunk: Vec<StoreOp>,
+    pending: &mut VecDeque<StoreOp>,
+) -> Result<(), String> {
+    let result = commit(conn, &chunk).map_err(|e| e.to_string());
+    let mut kept = Vec::new();
+    for op in chunk.drain(..) {
+        match op {
+            StoreOp::Barrier(ack) => {
+                let _ = ack.send(result.clone());
+            }
+            op if result.is_err() => kept.push(op),
+            _ => {}
+        }
+    }
+    for op in kept.into_iter().rev() {
+        pending.push_front(op);
+    }
+    result
+}
+
+/// The writer: drains the channel completely before each commit, so the routing loop
+/// never waits on the disk. While commits fail (disk full, I/O error) the ops stay in
+/// memory, in order, and are retried every second; nothing is dropped.
+fn writer(conn: &mut Connection, rx: &Receiver<StoreOp>, failures: &AtomicU64) {
+    let mut pending: VecDeque<StoreOp> = VecDeque::new();
     let mut open = true;
-    while open || !pending.is_empty() {
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut last_report: Option<std::time::Instant> = None;
+    loop {
         if pending.is_empty() {
+            if !open {
+                return;
+            }
             match rx.recv() {
-                Ok(op) => pending.push(op),
-                Err(_) => break,
+                Ok(op) => pending.push_back(op),
+                Err(_) => return,
             }
         }
-        while pending.len() < MAX_BATCH_OPS {
-            match rx.try_recv() {
-                Ok(op) => pending.push(op),
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
+        open = take_arrived(rx, &mut pending) && open;
+        let n = pending.len().min(MAX_BATCH_OPS);
+        let chunk: Vec<StoreOp> = pending.drain(..n).collect();
+        match commit_chunk(conn, chunk, &mut pending) {
+            Ok(()) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::warn!(
+                        after_s = since.elapsed().as_secs(),
+                        "the route store is writable again; queued changes committed"
+                    );
                 }
             }
-        }
-        match commit(conn, &pending) {
-            Ok(()) => pending.clear(),
             Err(e) => {
-                tracing::error!(error = %e, ops = pending.len(), "cannot write the route store; retrying in 1 s");
+                failures.fetch_add(1, Ordering::Relaxed);
+                failing_since.get_or_insert_with(std::time::Instant::now);
+                if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    last_report = Some(std::time::Instant::now());
+                    tracing::error!(error = %e, queued = pending.len(), "cannot write the route store; changes kept in memory and retried every second");
+                }
+                if !open && failing_since.is_some_and(|t| t.elapsed() > SHUTDOWN_RETRY) {
+                    tracing::error!(
+                        ops = pending.len(),
+                        "route store changes lost at shutdown: the store stayed unwritable"
+                    );
+                    return;
+                }
                 match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(op) => pending.push(op),
+                    Ok(op) => pending.push_back(op),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => {
                         open = false;
-                        if commit(conn, &pending).is_err() {
-                            tracing::error!(
-                                ops = pending.len(),
-                                "route store changes lost at shutdown"
-                            );
-                            return;
-                        }
-                        pending.clear();
+                        std::thread::sleep(Duration::from_secs(1));
                     }
                 }
             }
         }
     }
 }
+
+#[cfg(test)]
+#[path = "route_store_tests.rs"]
+mod tests;

@@ -120,6 +120,8 @@ pub enum Command {
 struct Current {
     conn: ConnId,
     dialer: NodeId,
+    /// Serial of the peer's certificate on this connection.
+    serial: Vec<u8>,
     handle: SessionHandle,
     up: bool,
 }
@@ -139,7 +141,17 @@ pub struct RoutingLoop {
     pub(super) dial: mpsc::UnboundedSender<DialCmd>,
     sessions: HashMap<NodeId, Current>,
     epochs: HashMap<NodeId, u64>,
+    /// Last session epoch handed out; starts above every epoch in the store.
+    last_epoch: u64,
+    /// Most peers configured at once (`limits.max_peers`).
+    max_peers: usize,
+    /// Route limit of a peer added without one (`limits.max_routes_per_peer`).
+    default_max_routes: usize,
 }
+
+/// How long an operator change waits for its commit before the answer says it is not
+/// saved yet.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn api(kind: ErrorKind, message: impl Into<String>) -> ApiError {
     ApiError::new(kind, message)
@@ -195,11 +207,67 @@ impl RoutingLoop {
             dial,
             sessions: HashMap::new(),
             epochs: HashMap::new(),
+            last_epoch: 0,
+            max_peers: usize::MAX,
+            default_max_routes: 10_000,
         };
         for spec in this.peers.values() {
             this.show_peer(spec, "connecting", None);
         }
         this
+    }
+
+    /// Caps the number of configured peers and sets the route limit of a peer added
+    /// without one.
+    pub(super) fn set_limits(&mut self, max_peers: usize, default_max_routes: usize) {
+        self.max_peers = max_peers;
+        self.default_max_routes = default_max_routes;
+    }
+
+    /// Session epochs of this run start above `max_stored`.
+    pub(super) fn set_epoch_base(&mut self, max_stored: u64) {
+        self.last_epoch = self.last_epoch.max(max_stored);
+    }
+
+    /// Answers `reply` with `value` once everything persisted so far is committed, so an
+    /// acknowledged operator change survives a crash.
+    fn reply_when_durable<T: Send + 'static>(
+        &self,
+        reply: oneshot::Sender<Result<T, ApiError>>,
+        value: Result<T, ApiError>,
+    ) {
+        let Ok(value) = value else {
+            let _ = reply.send(value);
+            return;
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        self.persist(StoreOp::Barrier(ack_tx));
+        tokio::spawn(async move {
+            let not_saved = |why: String| {
+                api(
+                    ErrorKind::Internal,
+                    format!(
+                        "applied, but not yet saved to node.db ({why}); retried in the background"
+                    ),
+                )
+            };
+            let answer = match tokio::time::timeout(DURABLE_WAIT, ack_rx).await {
+                Ok(Ok(Ok(()))) => Ok(value),
+                Ok(Ok(Err(e))) => Err(not_saved(e)),
+                Ok(Err(_)) => Err(not_saved("the store writer stopped".into())),
+                Err(_) => Err(not_saved("no commit within 5 s".into())),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Records an event in the node's log (`trellis audit`).
+    fn log_event(&self, kind: &str, subject: &str, detail: String) {
+        self.persist(StoreOp::Event {
+            kind: kind.into(),
+            subject: subject.into(),
+            detail,
+        });
     }
 
     fn persist(&self, op: StoreOp) {
@@ -338,6 +406,11 @@ impl RoutingLoop {
         self.persist(StoreOp::Best { service, best });
     }
 
+    /// Deletes what a peer that is no longer configured sent, from the store.
+    pub(super) fn forget_peer_routes(&self, peer: NodeId) {
+        self.persist(StoreOp::PeerCleared { peer });
+    }
+
     /// Records a best route found while restoring from the store.
     pub(super) fn restore_best(
         &mut self,
@@ -367,10 +440,11 @@ impl RoutingLoop {
                 peer,
                 conn,
                 dialer,
+                serial,
                 handle,
                 reply,
             } => {
-                let accept = self.register(&peer, conn, dialer, handle, now);
+                let accept = self.register(&peer, conn, dialer, serial, handle, now);
                 let _ = reply.send(accept);
             }
             Event::Up { peer, conn, .. } => {
@@ -378,7 +452,8 @@ impl RoutingLoop {
                     return;
                 };
                 current.up = true;
-                *self.epochs.entry(peer.clone()).or_default() += 1;
+                self.last_epoch += 1;
+                self.epochs.insert(peer.clone(), self.last_epoch);
                 self.router
                     .handle(now, Input::SessionUp { peer: peer.clone() });
                 self.view.count("sessions_established", 1);
@@ -477,6 +552,7 @@ impl RoutingLoop {
             Event::BadInput { peer, reason } => {
                 self.view.count("bad_input_from_peers", 1);
                 tracing::warn!(peer = peer.as_str(), %reason, "bad input from peer");
+                self.log_event("peer.bad_input", peer.as_str(), reason);
             }
             Event::Rtt { peer, micros } => {
                 if let Some(info) = self.view.write().peers.get_mut(peer.as_str()) {
@@ -497,6 +573,7 @@ impl RoutingLoop {
         peer: &NodeId,
         conn: ConnId,
         dialer: NodeId,
+        serial: Vec<u8>,
         handle: SessionHandle,
         now: Instant,
     ) -> bool {
@@ -530,6 +607,7 @@ impl RoutingLoop {
             Current {
                 conn,
                 dialer,
+                serial,
                 handle,
                 up: false,
             },
@@ -549,23 +627,28 @@ impl RoutingLoop {
             self.view.count("trust_snapshots_rejected", 1);
             return;
         };
-        let cas = self.trust.cas_for(&org);
         let own = self.local.in_org(&org);
-        let ca = if own {
-            Some(self.ca_der.clone())
+        // Own org: its CA; a partner: any CA of its bundle (a bundle may hold the old and
+        // the new CA during a rollover). Verified and stored in one transaction, so the
+        // version is durable before it is acted on, for partners as for the own org.
+        let cas = if own {
+            vec![self.ca_der.clone()]
         } else {
-            cas.first().cloned()
+            self.trust.cas_for(&org)
         };
-        let Some(ca) = ca else { return };
-        let applied = if own {
-            self.node_store
-                .apply_snapshot(org.as_str(), &ca, &envelope, now_secs())
-                .map_err(|e| e.to_string())
-        } else {
-            let stored = Some(self.trust.snapshot_version(&org)).filter(|v| *v > 0);
-            trellis_policy::snapshot::verify(&envelope, org.as_str(), &ca, stored, now_secs())
-                .map_err(|e| e.to_string())
-        };
+        if cas.is_empty() {
+            return;
+        }
+        let mut applied = Err(String::new());
+        for ca in &cas {
+            applied = self
+                .node_store
+                .apply_snapshot(org.as_str(), ca, &envelope, now_secs())
+                .map_err(|e| e.to_string());
+            if applied.is_ok() {
+                break;
+            }
+        }
         let snapshot = match applied {
             Ok(s) => s,
             Err(reason) => {
@@ -584,17 +667,32 @@ impl RoutingLoop {
             "trust snapshot applied"
         );
         self.view.count("trust_snapshots_applied", 1);
+        self.log_event(
+            "trust.snapshot",
+            org.as_str(),
+            format!(
+                "v{}: {} nodes revoked",
+                snapshot.version,
+                snapshot.revoked_nodes.len()
+            ),
+        );
         let shared = Arc::new(envelope);
         if own {
             self.view.write().snapshot_version = snapshot.version;
             self.own_snapshot = Some(shared.clone());
         }
-        for node in &revoked {
-            if let Some(current) = self.sessions.get(node) {
+        // Close every live session whose peer node or certificate serial is now revoked.
+        for (node, current) in &self.sessions {
+            if self.trust.is_revoked(node, &current.serial) {
                 current.handle.kill.kill(
                     CloseReason::Revoked,
-                    format!("{} is revoked", node.as_str()),
+                    format!("{} or its certificate is revoked", node.as_str()),
                 );
+                self.persist(StoreOp::Event {
+                    kind: "session.revoked".into(),
+                    subject: node.as_str().into(),
+                    detail: format!("trust snapshot {} of {}", snapshot.version, org.as_str()),
+                });
             }
         }
         let targets: Vec<NodeId> = self
@@ -633,10 +731,17 @@ impl RoutingLoop {
                     protocol,
                     endpoint: endpoint.clone(),
                 });
+                self.log_event(
+                    "route.advertise",
+                    service.as_str(),
+                    format!("{} {endpoint}", protocol_name(protocol)),
+                );
                 self.drain();
                 let info = self.view.read().routes.get(service.as_str()).cloned();
-                let _ = reply
-                    .send(info.ok_or_else(|| api(ErrorKind::Internal, "the route did not appear")));
+                self.reply_when_durable(
+                    reply,
+                    info.ok_or_else(|| api(ErrorKind::Internal, "the route did not appear")),
+                );
             }
             Command::Withdraw { service, reply } => {
                 if self
@@ -658,15 +763,17 @@ impl RoutingLoop {
                         service: service.clone(),
                     },
                 );
+                self.log_event("route.withdraw", service.as_str(), String::new());
                 self.persist(StoreOp::StopOriginating(service));
-                let _ = reply.send(Ok(()));
+                self.reply_when_durable(reply, Ok(()));
             }
             Command::AddPeer {
                 spec,
                 persist,
                 reply,
             } => {
-                let _ = reply.send(self.add_peer(spec, persist));
+                let added = self.add_peer(spec, persist);
+                self.reply_when_durable(reply, added);
             }
             Command::RemovePeer { node, reply } => {
                 let result = match self.router.remove_peer(now, &node) {
@@ -684,12 +791,13 @@ impl RoutingLoop {
                         }
                         let _ = self.dial.send(DialCmd::Stop(node.clone()));
                         self.view.write().peers.remove(node.as_str());
+                        self.log_event("peer.remove", node.as_str(), String::new());
                         self.persist(StoreOp::PeerRemoved(node));
                         Ok(())
                     }
                     Err(e) => Err(api(ErrorKind::NotFound, e.to_string())),
                 };
-                let _ = reply.send(result);
+                self.reply_when_durable(reply, result);
             }
             Command::ResetPeer { node, reply } => {
                 let result = match self.sessions.get(&node) {
@@ -698,6 +806,7 @@ impl RoutingLoop {
                             .handle
                             .kill
                             .kill(CloseReason::AdminShutdown, "reset by operator");
+                        self.log_event("peer.reset", node.as_str(), String::new());
                         Ok(())
                     }
                     None if self.peers.contains_key(&node) => Ok(()),
@@ -756,7 +865,20 @@ impl RoutingLoop {
     }
 
     /// Adds a peer to the router, the admitted set, the view and the dialers.
-    pub(super) fn add_peer(&mut self, spec: PeerSpec, persist: bool) -> Result<(), ApiError> {
+    pub(super) fn add_peer(&mut self, mut spec: PeerSpec, persist: bool) -> Result<(), ApiError> {
+        if spec.max_routes == 0 {
+            spec.max_routes = self.default_max_routes;
+        }
+        if !self.peers.contains_key(&spec.node) && self.peers.len() >= self.max_peers {
+            return Err(api(
+                ErrorKind::Conflict,
+                format!(
+                    "{} not added: max_peers ({}) reached",
+                    spec.node.as_str(),
+                    self.max_peers
+                ),
+            ));
+        }
         let mut cfg = PeerConfig::new(spec.node.clone(), spec.role);
         cfg.link_cost = spec.link_cost;
         cfg.local_pref = spec.local_pref;
@@ -771,6 +893,11 @@ impl RoutingLoop {
             .insert(spec.node.clone());
         self.show_peer(&spec, "connecting", None);
         if persist {
+            self.log_event(
+                "peer.add",
+                spec.node.as_str(),
+                spec.address.map(|a| a.to_string()).unwrap_or_default(),
+            );
             if let Some(address) = spec.address {
                 self.persist(StoreOp::PeerAdded {
                     peer: spec.node.clone(),

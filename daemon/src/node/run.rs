@@ -123,16 +123,21 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
     let trust = Arc::new(TrustStore::new());
     trust.trust_ca(&org, ca_der.clone());
     let own_snapshot = stored_snapshot(&paths, &org, &trust);
+    config
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
     let peerings = match &config.peering_dir {
-        Some(dir) if dir.exists() => {
+        Some(dir) => {
             super::peering::load_dir(dir, &org).map_err(|e| NodeError::Config(e.to_string()))?
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     for p in &peerings {
         for ca in &p.ca_ders {
             trust.trust_ca(&p.org, ca.clone());
         }
+        // A partner's revocations learned before this start stay in force.
+        let _ = stored_snapshot(&paths, &p.org, &trust);
     }
 
     // Routing core.
@@ -152,7 +157,9 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
     if skipped > 0 {
         tracing::warn!(skipped, "store rows that no longer decode were skipped");
     }
-    let (store_tx, store_thread) = route_store::spawn_writer(paths.db(), 65_536).map_err(local)?;
+    let store_failures = Arc::new(AtomicU64::new(0));
+    let (store_tx, store_thread) =
+        route_store::spawn_writer(paths.db(), 65_536, store_failures.clone()).map_err(local)?;
 
     let view = Arc::new(View::new(
         local_id.as_str().to_owned(),
@@ -161,6 +168,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
     ));
     view.write().snapshot_version = trust.snapshot_version(&org);
     view.add_counter("manifests_unverified_foreign_org", unverified);
+    view.add_counter("store_commit_failures", store_failures);
     let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
     let (dial_tx, dial_rx) = mpsc::unbounded_channel();
     let mut routing = RoutingLoop::new(
@@ -175,11 +183,13 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
         own_snapshot,
         dial_tx,
     );
+    routing.set_limits(config.limits.max_peers, config.limits.max_routes_per_peer);
     for spec in peer_specs(&config, &peerings, &restored.admin_peers) {
         if let Err(e) = routing.add_peer(spec, false) {
             tracing::warn!(error = %e, "peer not added");
         }
     }
+    routing.set_epoch_base(restored.max_epoch);
     restore_into(&mut routing, restored);
 
     // Transport.
@@ -209,6 +219,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
         graceful_restart_secs: u16::try_from(config.timers.graceful_restart.as_secs())
             .unwrap_or(u16::MAX),
         send_hold: config.timers.send_hold,
+        keepalive: config.timers.keepalive,
         queue: 4096,
         max_in_flight: 16,
         open_timeout: Duration::from_secs(10),
@@ -216,7 +227,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
     let session_thread = spawn_session_thread(conn_rx, event_tx, session_cfg)?;
 
     // Accept and dial.
-    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), conn_tx.clone()));
+    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), conn_tx.clone(), view.clone()));
     let identity = Arc::new(RwLock::new(identity));
     let dial_task = tokio::spawn(dial_manager(
         dial_rx,
@@ -249,7 +260,12 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
         admit,
         limits: transport::Limits::default(),
     };
-    let refresh_task = tokio::spawn(refresh_trust(paths.clone(), cmd_tx.clone(), renewal));
+    let refresh_task = tokio::spawn(refresh_trust(
+        paths.clone(),
+        cmd_tx.clone(),
+        renewal,
+        config.timers.trust_refresh,
+    ));
 
     println!(
         "node {} listening on {bound}; admin socket {}",
@@ -327,7 +343,7 @@ fn peer_specs(
                 node: e.node_id.clone(),
                 address: (!e.passive).then_some(e.address),
                 role: peering.role,
-                link_cost: peering.link_cost,
+                link_cost: peering.effective_link_cost(),
                 local_pref: peering.local_pref,
                 max_routes: peering.max_routes,
                 source: peering.file.display().to_string(),
@@ -376,6 +392,8 @@ fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
     let mut restored_paths = 0;
     for (peer, batch) in restored.peer_routes {
         if !routing.peers.contains_key(&peer) {
+            // No longer configured: its rows would only come back at every start.
+            routing.forget_peer_routes(peer);
             continue;
         }
         restored_paths += batch.announce.len();
@@ -449,9 +467,14 @@ fn spawn_session_thread(
         .map_err(local)
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, conns: mpsc::UnboundedSender<NewConn>) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    conns: mpsc::UnboundedSender<NewConn>,
+    view: Arc<View>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let conns = conns.clone();
+        let view = view.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
@@ -465,7 +488,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, conns: mpsc::UnboundedSender<New
                     }
                     Err(e) => tracing::warn!(%remote, error = %e, "no peer identity"),
                 },
-                Err(e) => tracing::info!(%remote, error = %e, "inbound handshake refused"),
+                Err(e) => {
+                    view.count("handshakes_refused", 1);
+                    tracing::info!(%remote, error = %e, "inbound handshake refused");
+                }
             }
         });
     }
@@ -557,8 +583,15 @@ async fn dial_loop(
                 {
                     return;
                 }
+                let since = Instant::now();
                 conn.closed().await;
-                delay = min;
+                // Back off again unless the connection held: a listener that refuses this
+                // node right after the handshake must not be redialed every `min`.
+                delay = if since.elapsed() >= STABLE_CONNECTION {
+                    min
+                } else {
+                    (delay * 2).min(max)
+                };
             }
             Err(e) => {
                 tracing::debug!(peer = peer.as_str(), %addr, error = %e, "dial failed");
@@ -573,6 +606,9 @@ async fn dial_loop(
         tokio::time::sleep(jitter(delay)).await;
     }
 }
+
+/// A connection that lasted this long resets the redial backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 fn jitter(d: Duration) -> Duration {
     let r = crate::util::random_bytes::<2>().map_or(0x8000, u16::from_be_bytes);
@@ -616,16 +652,16 @@ impl Renewal {
     }
 }
 
-/// Fetches the authority's newest trust snapshot every minute (`TRELLIS_TRUST_REFRESH`)
+/// Fetches the authority's newest trust snapshot every `timers.trust_refresh` (1 min)
 /// and renews the node certificate once two thirds of its lifetime have passed; routing
 /// never waits on the authority.
-async fn refresh_trust(paths: Paths, commands: mpsc::Sender<Command>, renewal: Renewal) {
-    // TRELLIS_TRUST_REFRESH (e.g. "10s") shortens the poll, for tests and small meshes.
-    let every = std::env::var("TRELLIS_TRUST_REFRESH")
-        .ok()
-        .and_then(|v| crate::util::time::parse_duration(&v).ok())
-        .unwrap_or(60);
-    let mut tick = tokio::time::interval(Duration::from_secs(every));
+async fn refresh_trust(
+    paths: Paths,
+    commands: mpsc::Sender<Command>,
+    renewal: Renewal,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         match crate::enroll::client::fetch_snapshot_bytes(&paths.dir).await {

@@ -33,6 +33,8 @@ pub enum Event {
         conn: ConnId,
         /// Who dialed this connection.
         dialer: NodeId,
+        /// Serial of the peer's certificate (closed when a snapshot revokes it).
+        serial: Vec<u8>,
         /// How the loop reaches the session.
         handle: SessionHandle,
         /// `true`: go on; `false`: close with `collisionResolved`.

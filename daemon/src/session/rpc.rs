@@ -30,6 +30,8 @@ pub struct SessionConfig {
     pub local: NodeId,
     /// Proposed hold time (0: none).
     pub hold_time: Duration,
+    /// Keepalive interval (at most a third of the negotiated hold time is used).
+    pub keepalive: Duration,
     /// How long the peer should keep this node's routes after a loss, seconds.
     pub graceful_restart_secs: u16,
     /// Close a peer that has not acknowledged a call for this long.
@@ -42,9 +44,24 @@ pub struct SessionConfig {
     pub open_timeout: Duration,
 }
 
+/// Most inbound calls a peer may have waiting at once (a well-behaved peer has at most
+/// its `max_in_flight`, 16 by default): each holds its decoded message in memory.
+const MAX_INBOUND_CALLS: usize = 64;
+
+/// Decrements the waiting-call count when a call ends.
+struct CallGuard(Rc<RefCell<InState>>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.borrow_mut();
+        state.calls_waiting = state.calls_waiting.saturating_sub(1);
+    }
+}
+
 /// What the inbound side learned; shared with the session task.
 #[derive(Default)]
 struct InState {
+    calls_waiting: usize,
     hello: Option<Hello>,
     last_rx: Option<Instant>,
     failure: Option<(CloseReason, String)>,
@@ -145,11 +162,27 @@ impl Inbound {
             CloseReason::MalformedMessage
         };
         self.fail(reason, error.to_string());
-        let _ = self.events.try_send(Event::BadInput {
-            peer: self.peer.clone(),
-            reason: error.to_string(),
-        });
         rpc_err(error.to_string())
+    }
+
+    /// A message whose structure does not decode (bad pointer, wrong list size).
+    fn malformed(&self, what: &str, error: &capnp::Error) -> capnp::Error {
+        self.bad_input(&codec::CodecError::Malformed(format!("{what}: {error}")))
+    }
+
+    /// Counts an inbound call; refuses (and closes the session) past `MAX_INBOUND_CALLS`
+    /// calls waiting at once, so a peer cannot make this node buffer without bound.
+    fn enter(&self) -> Result<CallGuard, capnp::Error> {
+        let waiting = self.state.borrow().calls_waiting;
+        if waiting >= MAX_INBOUND_CALLS {
+            self.fail(
+                CloseReason::PolicyViolation,
+                format!("more than {MAX_INBOUND_CALLS} calls waiting at once"),
+            );
+            return Err(rpc_err("too many calls in flight"));
+        }
+        self.state.borrow_mut().calls_waiting += 1;
+        Ok(CallGuard(self.state.clone()))
     }
 
     async fn forward(&self, event: Event) -> Result<(), capnp::Error> {
@@ -190,8 +223,12 @@ impl peer_session::Server for Inbound {
         params: peer_session::UpdateParams,
         _: peer_session::UpdateResults,
     ) -> Result<(), capnp::Error> {
+        let _guard = self.enter()?;
         self.until_up().await?;
-        let batch = params.get()?.get_batch()?;
+        let batch = params
+            .get()
+            .and_then(|p| p.get_batch())
+            .map_err(|e| self.malformed("update", &e))?;
         let batch = codec::update::read_batch(batch).map_err(|e| self.bad_input(&e))?;
         self.forward(Event::Update {
             peer: self.peer.clone(),
@@ -206,6 +243,7 @@ impl peer_session::Server for Inbound {
         _: peer_session::EndOfTableParams,
         _: peer_session::EndOfTableResults,
     ) -> Result<(), capnp::Error> {
+        let _guard = self.enter()?;
         self.until_up().await?;
         self.forward(Event::EndOfTable {
             peer: self.peer.clone(),
@@ -224,6 +262,7 @@ impl peer_session::Server for Inbound {
             .get()
             .and_then(|p| p.get_ka())
             .map(|ka| ka.get_sent_at_ms());
+        let echoed = echoed.map_err(|e| self.malformed("keepalive", &e));
         std::future::ready(echoed.map(|ms| results.get().init_ka().set_sent_at_ms(ms)))
     }
 
@@ -232,8 +271,12 @@ impl peer_session::Server for Inbound {
         params: peer_session::SignedParams,
         _: peer_session::SignedResults,
     ) -> Result<(), capnp::Error> {
+        let _guard = self.enter()?;
         self.until_up().await?;
-        let envelope = params.get()?.get_envelope()?;
+        let envelope = params
+            .get()
+            .and_then(|p| p.get_envelope())
+            .map_err(|e| self.malformed("signed", &e))?;
         let kind = envelope.get_kind().map_err(|e| {
             self.bad_input(&codec::CodecError::Malformed(format!("envelope kind: {e}")))
         })?;
@@ -402,10 +445,14 @@ pub async fn run(
     let (tx, mut outq) = mpsc::channel(cfg.queue);
     let kill = Arc::new(KillSwitch::default());
     let (reply_tx, reply_rx) = oneshot::channel();
+    let serial = crate::transport::peer_identity(&conn)
+        .map(|p| p.serial)
+        .unwrap_or_default();
     let register = Event::Register {
         peer: peer.clone(),
         conn: conn_id,
         dialer: dialer.clone(),
+        serial,
         handle: SessionHandle {
             tx,
             kill: kill.clone(),
@@ -478,6 +525,19 @@ pub async fn run(
     )
     .await;
     let (reason, message, graceful, notify_peer) = outcome;
+    if matches!(
+        reason,
+        CloseReason::MalformedMessage
+            | CloseReason::OversizedMessage
+            | CloseReason::PolicyViolation
+    ) {
+        let _ = events
+            .send(Event::BadInput {
+                peer: peer.clone(),
+                reason: format!("{}: {message}", reason_name(reason)),
+            })
+            .await;
+    }
     if notify_peer {
         let mut req = remote.close_request();
         {
@@ -498,6 +558,34 @@ pub async fn run(
             reason: format!("{}: {message}", reason_name(reason)),
         })
         .await;
+}
+
+/// Why the RPC stream ended: a frame over the reader limits (capnp refuses it before
+/// allocating) is the peer's oversized message; anything else is a lost stream.
+fn stream_ended(detail: &str) -> Outcome {
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("too large") || lower.contains("too many segments") {
+        return (
+            CloseReason::OversizedMessage,
+            format!("a frame over the message limits: {detail}"),
+            false,
+            true,
+        );
+    }
+    if lower.contains("nesting limit exceeded") || lower.contains("read limit exceeded") {
+        return (
+            CloseReason::MalformedMessage,
+            format!("a message over the reader limits: {detail}"),
+            false,
+            true,
+        );
+    }
+    (
+        CloseReason::HoldTimerExpired,
+        format!("session stream ended: {detail}"),
+        false,
+        false,
+    )
 }
 
 fn close_conn(conn: &quinn::Connection, reason: CloseReason, message: &str) {
@@ -628,7 +716,7 @@ async fn session_loop(
     let mut started: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut seq = 0u64;
     let tick_every = hold.map_or(Duration::from_secs(1), |h| {
-        (h / 3).max(Duration::from_millis(500))
+        cfg.keepalive.min(h / 3).max(Duration::from_millis(500))
     });
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -683,8 +771,37 @@ async fn session_loop(
             e = conn.closed() => return (CloseReason::HoldTimerExpired, format!("connection lost: {e}"), false, false),
             detail = &mut *rpc_done => {
                 let detail = detail.unwrap_or_else(|_| "rpc system ended".into());
-                return (CloseReason::HoldTimerExpired, format!("session stream ended: {detail}"), false, false);
+                if let Some(failure) = state.borrow().failure.clone() {
+                    return (failure.0, failure.1, false, false);
+                }
+                return stream_ended(&detail);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_over_the_limits_closes_as_oversized_and_tells_the_peer() {
+        let (reason, message, graceful, tell) = stream_ended(
+            "Message has 9000000 words, which is too large. To increase the limit on the receiving end, see capnp::message::ReaderOptions.",
+        );
+        assert_eq!(reason, CloseReason::OversizedMessage);
+        assert!(message.contains("too large"));
+        assert!(!graceful && tell);
+        let (reason, ..) = stream_ended("Too many segments: 600");
+        assert_eq!(reason, CloseReason::OversizedMessage);
+        let (reason, ..) = stream_ended("nesting limit exceeded");
+        assert_eq!(reason, CloseReason::MalformedMessage);
+    }
+
+    #[test]
+    fn a_lost_stream_is_not_blamed_on_the_peer() {
+        let (reason, _, _, tell) = stream_ended("connection lost");
+        assert_eq!(reason, CloseReason::HoldTimerExpired);
+        assert!(!tell);
     }
 }
