@@ -51,6 +51,9 @@ pub struct Timers {
     pub connect_retry_max: Duration,
     /// A peer that reads nothing we send for this long is dropped.
     pub send_hold: Duration,
+    /// How often the node asks its authority for a newer trust snapshot (and checks
+    /// whether its certificate is due for renewal).
+    pub trust_refresh: Duration,
 }
 
 impl Default for Timers {
@@ -63,6 +66,7 @@ impl Default for Timers {
             connect_retry_min: Duration::from_millis(200),
             connect_retry_max: Duration::from_secs(10),
             send_hold: Duration::from_secs(30),
+            trust_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -107,6 +111,9 @@ impl Timers {
         }
         if self.send_hold.is_zero() {
             return Err(("send_hold", "send_hold must be more than 0s".into()));
+        }
+        if self.trust_refresh < Duration::from_secs(1) {
+            return Err(("trust_refresh", "trust_refresh must be at least 1s".into()));
         }
         Ok(())
     }
@@ -198,6 +205,7 @@ struct RawTimers {
     connect_retry_min: Text,
     connect_retry_max: Text,
     send_hold: Text,
+    trust_refresh: Text,
 }
 
 #[derive(Default, Deserialize)]
@@ -300,7 +308,8 @@ impl NodeConfig {
     }
 
     /// Applies `TRELLIS_LISTEN`, `TRELLIS_PEERING_DIR`, `TRELLIS_HOLD_TIME`,
-    /// `TRELLIS_MRAI`, `TRELLIS_GRACEFUL_RESTART` and `TRELLIS_MAX_ROUTES_PER_PEER` as
+    /// `TRELLIS_MRAI`, `TRELLIS_GRACEFUL_RESTART`, `TRELLIS_TRUST_REFRESH` and
+    /// `TRELLIS_MAX_ROUTES_PER_PEER` as
     /// returned by `get` (pass `|k| std::env::var(k).ok()`). Empty values are ignored;
     /// `TRELLIS_PEERING_DIR` is taken as given (relative to the working directory).
     ///
@@ -339,6 +348,12 @@ impl NodeConfig {
         }
         if let Some(d) = duration("TRELLIS_GRACEFUL_RESTART")? {
             next.timers.graceful_restart = d;
+        }
+        if let Some(d) = duration("TRELLIS_TRUST_REFRESH")? {
+            next.timers.trust_refresh = d;
+            next.timers
+                .check()
+                .map_err(|(_, why)| bad("TRELLIS_TRUST_REFRESH", why))?;
         }
         if let Some(v) = var("TRELLIS_MAX_ROUTES_PER_PEER") {
             let name = "TRELLIS_MAX_ROUTES_PER_PEER";
@@ -379,6 +394,20 @@ impl NodeConfig {
                 return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
             }
         }
+        if l.max_path_len > crate::codec::update::MAX_WIRE_PATH_HOPS {
+            return Err(ConfigError::Invalid(format!(
+                "max_path_len must be at most {}",
+                crate::codec::update::MAX_WIRE_PATH_HOPS
+            )));
+        }
+        if let Some(dir) = &self.peering_dir {
+            if !dir.is_dir() {
+                return Err(ConfigError::Invalid(format!(
+                    "peering_dir {}: not a directory",
+                    dir.display()
+                )));
+            }
+        }
         for p in &self.peers {
             if !(1..=65_535).contains(&p.link_cost) || p.max_routes == 0 {
                 return Err(ConfigError::Invalid(format!(
@@ -403,6 +432,7 @@ fn timers(src: &Source<'_>, raw: &RawTimers) -> Result<Timers, ConfigError> {
         connect_retry_min: get(&raw.connect_retry_min, d.connect_retry_min)?,
         connect_retry_max: get(&raw.connect_retry_max, d.connect_retry_max)?,
         send_hold: get(&raw.send_hold, d.send_hold)?,
+        trust_refresh: get(&raw.trust_refresh, d.trust_refresh)?,
     };
     t.check().map_err(|(key, why)| {
         let span = match key {
@@ -412,6 +442,7 @@ fn timers(src: &Source<'_>, raw: &RawTimers) -> Result<Timers, ConfigError> {
                 .as_ref()
                 .or(raw.connect_retry_max.as_ref()),
             "hold_time" => raw.hold_time.as_ref(),
+            "trust_refresh" => raw.trust_refresh.as_ref(),
             _ => raw.send_hold.as_ref(),
         };
         match span {
@@ -432,12 +463,8 @@ fn limits(src: &Source<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
             d.max_routes_per_peer,
         )?,
         max_peers: src.int_or(&raw.max_peers, "max_peers", ANY_POSITIVE, d.max_peers)?,
-        max_path_len: src.int_or(
-            &raw.max_path_len,
-            "max_path_len",
-            ANY_POSITIVE,
-            d.max_path_len,
-        )?,
+        // Paths travel as a list of at most 255 hops (codec::update::MAX_WIRE_PATH_HOPS).
+        max_path_len: src.int_or(&raw.max_path_len, "max_path_len", 1..=255, d.max_path_len)?,
     })
 }
 

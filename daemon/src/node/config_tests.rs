@@ -211,7 +211,7 @@ fn each_validation_error_points_at_the_offending_line() {
         (
             "listen = \"127.0.0.1:1\"\n[limits]\nmax_peers = 1\nmax_path_len = 0\n".into(),
             4,
-            "max_path_len must be at least 1, got 0",
+            "max_path_len must be in 1..=255, got 0",
         ),
         (
             format!("listen = \"127.0.0.1:1\"\n{}link_cost = 0\n", peer("acme/b", "127.0.0.1:2")),
@@ -395,4 +395,42 @@ fn validate_checks_values_set_in_code() {
         c.validate().unwrap_err().to_string(),
         "max_peers must be at least 1"
     );
+}
+
+#[test]
+fn max_path_len_above_what_the_wire_carries_is_refused_at_its_line() {
+    let (line, msg) = refusal(parse(
+        "listen = \"127.0.0.1:1\"\n[limits]\nmax_path_len = 256\n",
+    ));
+    assert_eq!(line, 3, "{msg}");
+    assert!(msg.contains("max_path_len"), "{msg}");
+    assert!(parse("listen = \"127.0.0.1:1\"\n[limits]\nmax_path_len = 255\n").is_ok());
+}
+
+#[test]
+fn trust_refresh_is_a_timer_with_an_env_override() {
+    let c = parse("listen = \"127.0.0.1:1\"\n[timers]\ntrust_refresh = \"10s\"\n").unwrap();
+    assert_eq!(c.timers.trust_refresh, Duration::from_secs(10));
+    let mut c = NodeConfig::minimal("127.0.0.1:1".parse().unwrap());
+    assert_eq!(c.timers.trust_refresh, Duration::from_secs(60));
+    c.apply_env(|k| (k == "TRELLIS_TRUST_REFRESH").then(|| "2s".to_owned()))
+        .unwrap();
+    assert_eq!(c.timers.trust_refresh, Duration::from_secs(2));
+    let err = c
+        .apply_env(|k| (k == "TRELLIS_TRUST_REFRESH").then(|| "soon".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TRELLIS_TRUST_REFRESH"), "{err}");
+    assert_eq!(c.timers.trust_refresh, Duration::from_secs(2), "unchanged");
+}
+
+#[test]
+fn a_peering_dir_that_is_not_a_directory_is_refused() {
+    let mut c = NodeConfig::minimal("127.0.0.1:1".parse().unwrap());
+    c.peering_dir = Some(PathBuf::from("/nonexistent/trellis-peerings"));
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("peering_dir"), "{err}");
+    let dir = TempDir::new();
+    c.peering_dir = Some(dir.0.clone());
+    assert!(c.validate().is_ok());
 }

@@ -61,7 +61,7 @@ pub struct PeeringConfig {
     pub role: Relationship,
     /// Routes one partner node may announce before its session is closed.
     pub max_routes: usize,
-    /// Trust level, 0..=100 (used by peer scoring).
+    /// Trust level, 0..=100: weighs the link cost ([`PeeringConfig::effective_link_cost`]).
     pub trust: u8,
     /// Cost added to the metric of routes learned from the partner, 1..=65535.
     pub link_cost: u32,
@@ -69,6 +69,18 @@ pub struct PeeringConfig {
     pub local_pref: u32,
     /// The partner nodes we peer with (at least one).
     pub endpoints: Vec<Endpoint>,
+}
+
+impl PeeringConfig {
+    /// The link cost sessions with this partner use: `link_cost × (200 − trust) / 100`,
+    /// so a fully trusted partner (100) costs `link_cost` and an untrusted one (0) twice
+    /// that; between equally long paths the decision process prefers the more trusted
+    /// partner (docs/adr/0009-partner-trust-weighs-link-cost.md).
+    pub fn effective_link_cost(&self) -> u32 {
+        let weight = 200 - u64::from(self.trust.min(100));
+        let cost = u64::from(self.link_cost) * weight / 100;
+        u32::try_from(cost.max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 #[derive(Deserialize)]

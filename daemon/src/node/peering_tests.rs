@@ -44,6 +44,29 @@ fn peering_config_with_a_real_ca_bundle_loads() {
         NodeId::new("globex/edge-1").unwrap()
     );
     assert!(!p.endpoints[0].passive && p.endpoints[1].passive);
+    assert_eq!(
+        p.effective_link_cost(),
+        15,
+        "trust 50 weighs link cost 10 by 1.5"
+    );
+}
+
+#[test]
+fn trust_weighs_the_link_cost_from_once_to_twice() {
+    let dir = TempDir::new();
+    dir.write("globex-ca.pem", &ca_pem("globex"));
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/peerings/globex.toml");
+    let file = dir.write("globex.toml", &std::fs::read_to_string(example).unwrap());
+    let mut p = PeeringConfig::load(&file, &acme()).unwrap();
+    p.link_cost = 40;
+    for (trust, cost) in [(100, 40), (75, 50), (0, 80)] {
+        p.trust = trust;
+        assert_eq!(p.effective_link_cost(), cost, "trust {trust}");
+    }
+    p.link_cost = 1;
+    p.trust = 100;
+    assert_eq!(p.effective_link_cost(), 1, "never below 1");
 }
 
 #[test]
