@@ -143,12 +143,27 @@ fn two_services_advertised_at_the_same_instant_both_converge() {
             ])
             .output()
     };
+    // Both originate `both.acme` at the same instant, then one service each.
     let (ra, rc) = std::thread::scope(|s| {
-        let ta = s.spawn(|| spawn(a, "left.acme"));
-        let tc = s.spawn(|| spawn(c, "right.acme"));
+        let ta = s.spawn(|| [spawn(a, "both.acme"), spawn(a, "left.acme")]);
+        let tc = s.spawn(|| [spawn(c, "both.acme"), spawn(c, "right.acme")]);
         (ta.join().expect("a"), tc.join().expect("c"))
     });
-    assert!(ra.expect("run").status.success() && rc.expect("run").status.success());
+    for out in ra.into_iter().chain(rc) {
+        assert!(out.expect("run").status.success());
+    }
+    wait_for("both origins of both.acme at B", || {
+        let shown = b.try_json(&["routes", "show", "both.acme"])?;
+        let paths = shown["paths"].as_array()?;
+        (paths.len() == 2 && paths.iter().all(|p| p["valid"] == true)).then_some(())
+    });
+    for (node, own) in [(a, "acme/a"), (c, "acme/c")] {
+        let best = node.route("both.acme").expect("best at an origin");
+        assert_eq!(
+            best["origin"], own,
+            "an origin prefers its own service: {best}"
+        );
+    }
     for node in [a, b, c] {
         wait_for("both services everywhere", || {
             (node.route("left.acme").is_some() && node.route("right.acme").is_some()).then_some(())
@@ -211,17 +226,109 @@ fn a_restarted_node_restores_its_table_from_sqlite_and_peers_again() {
 }
 
 #[test]
+fn acknowledged_changes_survive_kill_9_and_a_withdrawn_route_stays_gone_after_restarts() {
+    let scratch = Scratch::new("peer-durable");
+    let (_authority, mut nodes) = org_with(&scratch, "acme", &["a", "b"]);
+    wire(&nodes, &[(0, 1)]);
+    for n in &mut nodes {
+        n.start();
+    }
+    wait_for("a–b up", || nodes[1].peer_up("acme/a").then_some(()));
+
+    // An answered `advertise` and `peers add` are committed: kill -9 right after the
+    // answer and both are there after the restart.
+    nodes[1].json(&[
+        "routes",
+        "advertise",
+        "own.acme",
+        "--endpoint",
+        "127.0.0.1:9000",
+    ]);
+    nodes[1].json(&["peers", "add", "acme/spare", "--address", "127.0.0.1:9"]);
+    nodes[1].kill();
+    nodes[1].start();
+    let own = nodes[1].json(&["routes", "show", "own.acme"]);
+    assert_eq!(own["paths"][0]["from"], serde_json::Value::Null, "{own}");
+    let peers = nodes[1].json(&["peers", "list"]);
+    assert!(
+        peers.to_string().contains("acme/spare"),
+        "a peer added at runtime is kept: {peers}"
+    );
+
+    // A route learned from A, withdrawn while B is down, is purged when A refreshes its
+    // table, and does not come back at B's next start (session epochs grow across runs).
+    nodes[0].json(&[
+        "routes",
+        "advertise",
+        "gone.acme",
+        "--endpoint",
+        "127.0.0.1:9001",
+    ]);
+    wait_for("gone.acme at B", || nodes[1].route("gone.acme"));
+    nodes[1].kill();
+    nodes[0].json(&["routes", "withdraw", "gone.acme"]);
+    nodes[1].start();
+    wait_for("B re-peered with A", || {
+        nodes[1].peer_up("acme/a").then_some(())
+    });
+    wait_for("gone.acme purged at B", || {
+        nodes[1].route("gone.acme").is_none().then_some(())
+    });
+    nodes[0].kill();
+    nodes[1].kill();
+    nodes[1].start();
+    let shown = nodes[1].json(&["routes", "show", "gone.acme"]);
+    assert_eq!(
+        shown["paths"],
+        serde_json::json!([]),
+        "a purged route came back from the store: {shown}"
+    );
+
+    // The node's event log records the operator's changes.
+    let audit = nodes[1].json(&["audit"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    for action in ["route.advertise", "peer.add", "session.up"] {
+        assert!(actions.contains(&action), "{action} not in {actions:?}");
+    }
+}
+
+#[test]
 fn an_unconfigured_peer_and_a_peer_from_an_untrusted_org_are_refused_at_the_handshake() {
     let scratch = Scratch::new("peer-refused");
-    let (_acme, mut nodes) = org_with(&scratch, "acme", &["a", "b", "stranger"]);
+    let (acme, mut nodes) = org_with(&scratch, "acme", &["a", "b", "stranger"]);
+    let (_globex, mut foreign) = org_with(&scratch, "globex", &["x"]);
     // a knows b; b knows a; "stranger" (same org, valid certificate) dials b unasked.
     nodes[0].configure(&[("acme/b", nodes[1].port)], "");
     nodes[1].configure(&[("acme/a", nodes[0].port)], "");
     nodes[2].configure(&[("acme/b", nodes[1].port)], "");
-    for n in &mut nodes {
+    // globex/x holds a valid certificate from its own org's CA and a peering config for
+    // acme naming b; b has no peering with globex, so it trusts no CA for globex.
+    foreign[0].configure(&[], "peering_dir = \"peerings\"");
+    let peerings = foreign[0].dir.join("peerings");
+    std::fs::create_dir_all(&peerings).expect("peering dir");
+    std::fs::copy(acme.dir.join("ca.crt"), peerings.join("acme-ca.pem")).expect("copy CA");
+    std::fs::write(
+        peerings.join("acme.toml"),
+        format!(
+            "org = \"acme\"\nca = \"acme-ca.pem\"\nrole = \"peer\"\n[[endpoint]]\n\
+             address = \"127.0.0.1:{}\"\nnode_id = \"acme/b\"\n",
+            nodes[1].port
+        ),
+    )
+    .expect("write the peering config");
+    for n in nodes.iter_mut().chain(foreign.iter_mut()) {
         n.start();
     }
     wait_for("a–b up", || nodes[0].peer_up("acme/b").then_some(()));
+    let untrusted = wait_for("globex/x refused", || {
+        let peers = foreign[0].try_json(&["peers", "list"])?;
+        Some(peers[0]["last_error"].as_str()?.to_owned())
+    });
+    assert!(!foreign[0].peer_up("acme/b"), "refused: {untrusted}");
+    assert!(untrusted.contains("no CA trusted"), "{untrusted}");
     let refused = wait_for("stranger refused", || {
         let peers = nodes[2].try_json(&["peers", "list"])?;
         let err = peers[0]["last_error"].as_str()?.to_owned();
@@ -232,6 +339,12 @@ fn an_unconfigured_peer_and_a_peer_from_an_untrusted_org_are_refused_at_the_hand
     assert!(refused.contains("not configured"), "{refused}");
     let b_peers = nodes[1].json(&["peers", "list"]);
     assert!(!b_peers.to_string().contains("acme/stranger"));
+    assert!(!b_peers.to_string().contains("globex/x"));
+    let status = nodes[1].json(&["status"]);
+    assert!(
+        status["counters"]["handshakes_refused"].as_u64() > Some(0),
+        "refused handshakes are counted: {status}"
+    );
 }
 
 #[test]
