@@ -10,13 +10,49 @@
 //! 3. Revoking a node publishes a newer snapshot; the revoked node cannot renew; an older
 //!    snapshot replayed to a node is refused.
 //! 4. Every refusal is one line and a meaningful exit code.
+//! 5. Revoking a token rejects its pending join and refuses later ones; `audit --since`
+//!    filters by time; the join string can come from stdin or `TRELLIS_JOIN_STRING`
+//!    instead of the command line; the authority's join wait running out exits 4.
 
 mod common;
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
-use common::{code, join, spawn_join, stderr, trellis, Authority, Scratch};
+use common::{bin, code, join, spawn_join, stderr, trellis, Authority, Scratch};
+use trellis_daemon::util::time::rfc3339;
+
+/// `trellisd node join` with the join string kept off the command line: piped to stdin
+/// (`-`) or, with `via_env`, in `TRELLIS_JOIN_STRING`.
+fn join_secretly(dir: &Path, name: &str, join_string: &str, via_env: bool) -> Output {
+    let mut command = Command::new(bin("trellisd"));
+    command
+        .args(["node", "join", "--name", name, "--data-dir"])
+        .arg(dir)
+        .env("TRELLIS_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if via_env {
+        command.env("TRELLIS_JOIN_STRING", join_string);
+    } else {
+        command.arg("-");
+    }
+    let mut child = command.spawn().expect("spawn trellisd node join");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if !via_env {
+        writeln!(stdin, "{join_string}").expect("write the join string");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("join output")
+}
+
+fn token_id(join_string: &str) -> &str {
+    let token = join_string.rsplit('/').next().expect("token");
+    token.split('.').next().expect("id")
+}
 
 #[test]
 fn a_node_joins_after_approval_and_its_certificate_verifies_with_openssl() {
@@ -128,12 +164,42 @@ fn a_node_joins_after_approval_and_its_certificate_verifies_with_openssl() {
         !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "the secret is on disk"
     );
+
+    // 5. Revoking a token rejects the join waiting on it, and refuses the next one.
+    let revoked_js = authority.token(&["--uses", "2"]);
+    let waiting = spawn_join(&scratch.join("n3"), "n3", &revoked_js, &[]);
+    let n3 = authority.pending_join("acme/n3");
+    let token = authority.json(&["tokens", "revoke", token_id(&revoked_js)]);
+    assert_eq!(token["state"], "revoked");
+    let out = waiting.wait_with_output().expect("join");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    let out = join(&scratch.join("n4"), "n4", &revoked_js);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("was revoked"), "{}", stderr(&out));
+    let approve = authority.cli(&["joins", "approve", &n3]);
+    assert_eq!(code(&approve), 1, "a rejected request cannot be approved");
+
+    // `audit --since` keeps the events at or after the given time.
+    let all = authority.json(&["audit"]);
+    let all = all.as_array().expect("events");
+    let last_at = all.last().and_then(|e| e["at"].as_u64()).expect("at");
+    let recent = authority.json(&["audit", "--since", &rfc3339(last_at)]);
+    let recent = recent.as_array().expect("events");
+    assert!(!recent.is_empty() && recent.len() <= all.len());
+    assert!(recent.iter().all(|e| e["at"].as_u64() >= Some(last_at)));
+    assert_eq!(recent.last(), all.last());
+    let since_epoch = authority.json(&["audit", "--since", "2000-01-01T00:00:00Z"]);
+    assert_eq!(since_epoch.as_array().map(Vec::len), Some(all.len()));
+    let future = authority.json(&["audit", "--since", "2100-01-01T00:00:00Z"]);
+    assert_eq!(future.as_array().map(Vec::len), Some(0));
+    assert!(all.iter().any(|e| e["action"] == "token.revoke"));
 }
 
 #[test]
 fn two_concurrent_joins_with_a_one_use_token_yield_exactly_one_node() {
     let scratch = Scratch::new("enroll-race");
-    let authority = Authority::start(scratch.join("auth"), "acme", &[]);
+    let authority = Authority::start(scratch.join("auth"), "acme", &["--join-wait", "1s"]);
     let js = authority.token(&["--auto-approve"]);
     let a = spawn_join(&scratch.join("a"), "a", &js, &[]);
     let b = spawn_join(&scratch.join("b"), "b", &js, &[]);
@@ -154,6 +220,12 @@ fn two_concurrent_joins_with_a_one_use_token_yield_exactly_one_node() {
         authority.json(&["nodes", "list"]).as_array().map(Vec::len),
         Some(1)
     );
+
+    // Nobody approves within the authority's --join-wait: the timeout exit code, 4.
+    let manual = authority.token(&[]);
+    let out = join(&scratch.join("w"), "w", &manual);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nobody approved"), "{}", stderr(&out));
 }
 
 #[test]
@@ -162,14 +234,23 @@ fn revocation_publishes_a_newer_snapshot_and_an_older_one_is_refused() {
     let authority = Authority::start(scratch.join("auth"), "acme", &[]);
     let js = authority.token(&["--auto-approve", "--uses", "2"]);
     let (good, bad) = (scratch.join("good"), scratch.join("bad"));
-    assert_eq!(code(&join(&good, "good", &js)), 0);
-    assert_eq!(code(&join(&bad, "bad", &js)), 0);
+    // The join string from stdin, and from the environment: never on the command line.
+    let out = join_secretly(&good, "good", &js, false);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = join_secretly(&bad, "bad", &js, true);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     let v1 = authority.json(&["status"])["snapshot_version"]
         .as_u64()
         .expect("version");
     let old = scratch.join("old.snap");
     authority.json(&["snapshot", "export", old.to_str().expect("path")]);
 
+    let long = "x".repeat(201);
+    for reason in [long.as_str(), "key leaked\nforged line"] {
+        let out = authority.cli(&["nodes", "revoke", "acme/bad", "--reason", reason]);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
     let revoked = authority.json(&["nodes", "revoke", "acme/bad", "--reason", "key leaked"]);
     assert_eq!(revoked["snapshot_version"].as_u64(), Some(v1 + 1));
     let again = authority.cli(&["nodes", "revoke", "acme/bad", "--reason", "twice"]);
@@ -267,6 +348,9 @@ fn refusals_are_one_line_with_meaningful_exit_codes() {
     // Rejected by the operator.
     let child = spawn_join(&scratch.join("r"), "r", &js, &[]);
     let id = authority.pending_join("acme/r");
+    let out = authority.cli(&["joins", "reject", &id, "--reason", "two\nlines"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     authority.json(&["joins", "reject", &id, "--reason", "unknown host"]);
     let out = child.wait_with_output().expect("join");
     assert_eq!(code(&out), 1);

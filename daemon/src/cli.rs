@@ -61,6 +61,10 @@ enum AuthorityCommand {
         /// Lifetime of node certificates (s, m, h, d).
         #[arg(long, default_value = "24h")]
         cert_lifetime: String,
+        /// Lifetime of the authority's own TLS certificate, re-issued while running once
+        /// two thirds of it have passed (at least 1m).
+        #[arg(long, default_value = "30d")]
+        tls_cert_lifetime: String,
         /// How long a join request waits for an operator.
         #[arg(long, default_value = "15m")]
         join_wait: String,
@@ -101,8 +105,13 @@ enum NodeCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// trellis-join:ORG@HOST:PORT/sha256:HEX/ID.SECRET
-        join_string: String,
+        /// Read the join string from this file (keeps it out of the process list).
+        #[arg(long, value_name = "FILE", conflicts_with = "join_string")]
+        join_string_file: Option<PathBuf>,
+        /// trellis-join:ORG@HOST:PORT/sha256:HEX/ID.SECRET, or `-` to read it from stdin.
+        /// Without it: --join-string-file, else the TRELLIS_JOIN_STRING variable. The
+        /// command line is visible to every local user: prefer stdin, a file or the variable.
+        join_string: Option<String>,
     },
 }
 
@@ -173,6 +182,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             listen,
             advertise,
             cert_lifetime,
+            tls_cert_lifetime,
             join_wait,
             max_failures,
         }) => {
@@ -185,6 +195,11 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             };
             options.join_wait = match duration("join-wait", &join_wait) {
                 Ok(v) => v,
+                Err(code) => return code,
+            };
+            options.tls_cert_lifetime = match duration("tls-cert-lifetime", &tls_cert_lifetime) {
+                Ok(v) if v >= 60 => v,
+                Ok(_) => return fail(2, "--tls-cert-lifetime: at least 1m"),
                 Err(code) => return code,
             };
             match runtime.block_on(authority::run(&data_dir, options)) {
@@ -216,9 +231,16 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             roles,
             timeout,
             json,
+            join_string_file,
             join_string,
         }) => {
-            let join = match JoinString::parse(&join_string) {
+            let text = crate::enroll::joinstring::read_source(
+                join_string.as_deref(),
+                join_string_file.as_deref(),
+                std::env::var(crate::enroll::joinstring::ENV).ok(),
+                std::io::stdin().lock(),
+            );
+            let join = match text.and_then(|t| JoinString::parse(&t).map_err(|e| e.to_string())) {
                 Ok(join) => join,
                 Err(e) => return fail(2, e),
             };

@@ -21,7 +21,8 @@ use crate::util::{hex, random_bytes, sha256};
 pub const NODE_CERT_LIFETIME_SECS: u64 = 24 * 3600;
 /// Lifetime of the org CA certificate, seconds (10 years).
 pub const CA_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
-/// Lifetime of the authority's TLS certificate, reissued at every start, seconds.
+/// Default lifetime of the authority's TLS certificate, seconds (30 days). The running
+/// authority re-issues it once two thirds of it have passed ([`needs_rotation`]).
 pub const AUTHORITY_CERT_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 /// Backdating of `notBefore`, for clock skew between authority and nodes, seconds.
 const BACKDATE_SECS: u64 = 300;
@@ -230,12 +231,18 @@ impl Ca {
         })
     }
 
-    /// Issues the authority's TLS server certificate (DNS name [`authority_server_name`]).
-    pub fn issue_authority(&self, key: &KeyPair, now: u64) -> Result<Issued, PkiError> {
+    /// Issues the authority's TLS server certificate (DNS name [`authority_server_name`]),
+    /// valid `lifetime` seconds.
+    pub fn issue_authority(
+        &self,
+        key: &KeyPair,
+        now: u64,
+        lifetime: u64,
+    ) -> Result<Issued, PkiError> {
         let (mut params, serial) = self.leaf(
             &format!("Trellis authority {}", self.org.as_str()),
             now,
-            AUTHORITY_CERT_LIFETIME_SECS,
+            lifetime,
         )?;
         params.subject_alt_names = vec![SanType::DnsName(
             authority_server_name(&self.org).try_into()?,
@@ -246,9 +253,16 @@ impl Ca {
             der,
             serial,
             not_before: now.saturating_sub(BACKDATE_SECS),
-            not_after: now + AUTHORITY_CERT_LIFETIME_SECS,
+            not_after: now + lifetime,
         })
     }
+}
+
+/// Whether a certificate issued for `lifetime` seconds and ending at `not_after` is due for
+/// re-issue at `now`: two thirds of its lifetime have passed (one third is left), the rule
+/// nodes follow for their own certificates (docs/security.md, "Certificates").
+pub fn needs_rotation(not_after: u64, lifetime: u64, now: u64) -> bool {
+    not_after.saturating_sub(now) <= lifetime / 3
 }
 
 /// `trellis://ORG/NAME`.
@@ -364,6 +378,21 @@ mod tests {
         der[last] ^= 0x55;
         assert!(parse_csr(&der).is_err());
         assert!(parse_csr(b"garbage").is_err());
+    }
+
+    #[test]
+    fn a_certificate_is_due_for_rotation_once_two_thirds_of_its_life_have_passed() {
+        let (issued, life) = (1_800_000_000, 30 * 24 * 3600);
+        let not_after = issued + life;
+        assert!(!needs_rotation(not_after, life, issued));
+        assert!(!needs_rotation(not_after, life, issued + life * 2 / 3 - 1));
+        assert!(needs_rotation(not_after, life, issued + life * 2 / 3));
+        assert!(needs_rotation(not_after, life, not_after + 1), "expired");
+        assert!(
+            !needs_rotation(31, 30, 1),
+            "short lives follow the same rule"
+        );
+        assert!(needs_rotation(31, 30, 21));
     }
 
     #[test]

@@ -4,15 +4,20 @@
 //! trust anchor but the CA fingerprint from its join string: [`PinnedCa`] accepts the
 //! authority only if the chain it presents contains a CA certificate with exactly that
 //! SHA-256, and the leaf verifies to that CA for the name `authority.ORG.trellis`.
+//!
+//! The authority's certificate lives in a [`SwappableCert`], so a running authority can
+//! replace it before it expires: each handshake takes the certificate current at that
+//! moment; connections already made keep theirs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 
@@ -52,12 +57,62 @@ fn transport(
     Ok(Arc::new(t))
 }
 
-/// The authority's QUIC server config: its certificate chain `[leaf, CA]`, client
-/// certificates optional (joins have none; renewals present the node certificate, which
-/// must verify to `ca_der`).
+/// A server certificate (chain and key) that can be replaced while the server runs.
+#[derive(Debug)]
+pub struct SwappableCert {
+    current: RwLock<Arc<CertifiedKey>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SwappableCert {
+    /// Holds `chain` (leaf first) and the leaf's `key`; refuses a key that is not the leaf's.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, TlsError> {
+        let provider = provider();
+        let current = CertifiedKey::from_der(chain, key, &provider).map_err(tls_err)?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(current)),
+            provider,
+        })
+    }
+
+    /// Replaces the certificate for every later handshake.
+    pub fn replace(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<(), TlsError> {
+        let next = Arc::new(CertifiedKey::from_der(chain, key, &self.provider).map_err(tls_err)?);
+        // The lock guards a pointer swap only; a poisoned lock still holds a whole value.
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(())
+    }
+
+    /// The certificate handed to the next handshake.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The authority's QUIC server config: its certificate chain `[leaf, CA]` from `cert`
+/// (replaceable while running), client certificates optional (joins have none; renewals
+/// present the node certificate, which must verify to `ca_der`).
 pub fn authority_server(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    cert: Arc<SwappableCert>,
     ca_der: &[u8],
     alpn: &[u8],
 ) -> Result<quinn::ServerConfig, TlsError> {
@@ -74,8 +129,7 @@ pub fn authority_server(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(clients)
-        .with_single_cert(chain, key)
-        .map_err(tls_err)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![alpn.to_vec()];
     config.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(tls_err)?;

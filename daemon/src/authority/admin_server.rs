@@ -17,6 +17,8 @@ use crate::util::unhex;
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Most uses of one token.
 const MAX_USES: u32 = 10_000;
+/// Longest reason text (`joins reject`, `nodes revoke`), characters.
+pub(crate) const MAX_REASON_CHARS: usize = 200;
 
 /// Binds the admin socket.
 pub(super) fn bind(path: &Path) -> Result<UnixListener, AuthorityError> {
@@ -44,6 +46,33 @@ fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
 }
 
 const OPERATOR: &str = "operator";
+
+/// Checks an operator's reason text: it is shown to nodes, in tables and in the audit log,
+/// so it must be one line of at most [`MAX_REASON_CHARS`] characters with no control or
+/// bidirectional-override characters (which could forge lines or reorder table text).
+/// Returns it trimmed; the error never echoes the text.
+fn check_reason(text: &str, needed_for: &str) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(bad(format!("{needed_for} needs a reason")));
+    }
+    let count = text.chars().count();
+    if count > MAX_REASON_CHARS {
+        return Err(bad(format!(
+            "the reason has {count} characters; at most {MAX_REASON_CHARS}"
+        )));
+    }
+    let forbidden =
+        |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if let Some((at, c)) = text.chars().enumerate().find(|&(_, c)| forbidden(c)) {
+        return Err(bad(format!(
+            "the reason must be one line of plain text: character {} is U+{:04X}",
+            at + 1,
+            u32::from(c)
+        )));
+    }
+    Ok(text.to_owned())
+}
 
 fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiError> {
     let now = now_secs();
@@ -115,10 +144,14 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
         }
         Request::TokensList => json(&shared.store().list_tokens(now).map_err(api)?),
         Request::TokensRevoke { id } => {
-            shared
+            let rejected = shared
                 .store()
                 .revoke_token(&id, OPERATOR, now)
                 .map_err(api)?;
+            if !rejected.is_empty() {
+                shared.decided.notify_waiters();
+            }
+            tracing::info!(token = %id, rejected_joins = ?rejected, "join token revoked");
             let tokens = shared.store().list_tokens(now).map_err(api)?;
             json(&tokens.into_iter().find(|t| t.id == id))
         }
@@ -132,10 +165,8 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
             tracing::info!(join = %id, node = %approved.0.node_id, "join approved");
             json(&approved.0)
         }
-        Request::JoinsReject { id, reason } => {
-            if reason.trim().is_empty() {
-                return Err(bad("a rejection needs a reason"));
-            }
+        Request::JoinsReject { id, reason: text } => {
+            let reason = check_reason(&text, "a rejection")?;
             let info = shared
                 .store()
                 .reject_join(&id, &reason, OPERATOR, now)
@@ -153,9 +184,7 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
                     shared.ca.org().as_str()
                 )));
             }
-            if reason.trim().is_empty() {
-                return Err(bad("a revocation needs a reason"));
-            }
+            let reason = check_reason(&reason, "a revocation")?;
             let revoked = shared
                 .store()
                 .revoke_node(&node_id, &reason, &shared.ca, OPERATOR, now)
@@ -172,5 +201,38 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
         other => Err(bad(format!(
             "{other:?} is a node command; this is an authority"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_is_one_bounded_line_of_plain_text() {
+        assert_eq!(
+            check_reason("  key leaked ", "a revocation").as_deref(),
+            Ok("key leaked")
+        );
+        assert_eq!(
+            check_reason(&"é".repeat(200), "x").map(|r| r.len()),
+            Ok(400)
+        );
+        let refused = [
+            ("   ", "needs a reason"),
+            (&"a".repeat(201), "at most 200"),
+            ("line one\nforged line", "U+000A"),
+            ("bell\u{7}", "U+0007"),
+            ("tab\there", "U+0009"),
+            ("esc \u{1b}[31mred", "U+001B"),
+            ("spoof \u{202E}txt.exe", "U+202E"),
+        ];
+        for (text, why) in refused {
+            let e = check_reason(text, "a rejection").expect_err(text);
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains(why), "{}", e.message);
+            assert!(!e.message.contains('\n'), "one line: {}", e.message);
+            assert!(!e.message.contains("forged"), "the text is not echoed");
+        }
     }
 }

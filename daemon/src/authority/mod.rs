@@ -3,7 +3,8 @@
 //! An org's authority approves joins and issues certificates; nothing on a routing path
 //! depends on it (docs/security.md). It listens for enrollment over QUIC
 //! ([`crate::enroll::ALPN`], server-authenticated by a certificate from the org CA) and
-//! serves the admin API on `DATA_DIR/admin.sock`.
+//! serves the admin API on `DATA_DIR/admin.sock`. Its TLS certificate is re-issued while
+//! it runs ([`tls_cert`]), and the trust snapshot re-signed, by one periodic refresh task.
 //!
 //! Data dir (mode 0700): `ca.key` and `authority.key` (0600), `ca.crt`, `authority.db`
 //! (SQLite, WAL), `admin.sock` (0600).
@@ -12,6 +13,7 @@ mod admin_server;
 pub mod limiter;
 mod server;
 pub mod store;
+mod tls_cert;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use crate::util::files::{private_dir, read_secret, write_atomic, write_secret_ne
 use crate::util::time::now_secs;
 use limiter::FailureLimiter;
 use store::{Store, StoreError};
+use tls_cert::AuthorityCert;
 
 /// Why the authority could not start or initialise.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,9 @@ pub struct RunOptions {
     pub advertise: Option<SocketAddr>,
     /// Lifetime of issued node certificates, seconds.
     pub cert_lifetime: u64,
+    /// Lifetime of the authority's own TLS certificate, seconds; re-issued while running
+    /// once two thirds of it have passed.
+    pub tls_cert_lifetime: u64,
     /// How long a join request waits for an operator, seconds.
     pub join_wait: u64,
     /// Failed join attempts allowed per source per window.
@@ -180,6 +186,7 @@ impl RunOptions {
             listen,
             advertise: None,
             cert_lifetime: pki::NODE_CERT_LIFETIME_SECS,
+            tls_cert_lifetime: pki::AUTHORITY_CERT_LIFETIME_SECS,
             join_wait: 15 * 60,
             max_failures: 5,
             failure_window: 60,
@@ -191,6 +198,7 @@ impl RunOptions {
 pub(crate) struct Shared {
     store: Mutex<Store>,
     ca: Ca,
+    tls_cert: AuthorityCert,
     limiter: Mutex<FailureLimiter>,
     decided: tokio::sync::Notify,
     options: RunOptions,
@@ -214,7 +222,7 @@ impl Shared {
     }
 }
 
-fn load(paths: &Paths, options: RunOptions) -> Result<(Shared, rcgen::KeyPair), AuthorityError> {
+fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, AuthorityError> {
     if !paths.ca_key().exists() {
         return Err(AuthorityError::NotInitialised(
             paths.dir.display().to_string(),
@@ -233,20 +241,19 @@ fn load(paths: &Paths, options: RunOptions) -> Result<(Shared, rcgen::KeyPair), 
     let authority_key = pki::load_key(&read_secret(&key_path).map_err(file_err(&key_path))?)?;
     let fingerprint = pki::fingerprint(&ca_der);
     let ca = Ca::load(org, ca_der, ca_key)?;
+    let tls_cert = AuthorityCert::issue(&ca, authority_key, options.tls_cert_lifetime, now)?;
     let advertise = options.advertise.unwrap_or(options.listen);
     let limiter = FailureLimiter::new(options.max_failures, options.failure_window);
-    Ok((
-        Shared {
-            store: Mutex::new(store),
-            ca,
-            limiter: Mutex::new(limiter),
-            decided: tokio::sync::Notify::new(),
-            options,
-            advertise,
-            fingerprint,
-        },
-        authority_key,
-    ))
+    Ok(Shared {
+        store: Mutex::new(store),
+        ca,
+        tls_cert,
+        limiter: Mutex::new(limiter),
+        decided: tokio::sync::Notify::new(),
+        options,
+        advertise,
+        fingerprint,
+    })
 }
 
 /// Runs the authority until SIGINT or SIGTERM.
@@ -254,14 +261,11 @@ pub async fn run(dir: &Path, options: RunOptions) -> Result<(), AuthorityError> 
     let paths = Paths {
         dir: dir.to_owned(),
     };
-    let (shared, authority_key) = load(&paths, options)?;
     let now = now_secs();
+    let shared = load(&paths, options, now)?;
     let version = shared.store().refresh_snapshot(&shared.ca, now)?;
-    let issued = shared.ca.issue_authority(&authority_key, now)?;
-    let chain = vec![issued.der.into(), shared.ca.der().to_vec().into()];
     let config = crate::tls::authority_server(
-        chain,
-        crate::tls::private_key(authority_key.serialize_der()),
+        shared.tls_cert.resolver(),
         shared.ca.der(),
         crate::enroll::ALPN,
     )
@@ -284,11 +288,14 @@ pub async fn run(dir: &Path, options: RunOptions) -> Result<(), AuthorityError> 
         },
         ..shared
     });
+    let tls_cert = shared.tls_cert.in_use();
     tracing::info!(
         org = shared.ca.org().as_str(),
         listen = %bound,
         ca = %shared.fingerprint,
         snapshot = version,
+        tls_serial = %crate::util::hex(&tls_cert.serial),
+        tls_not_after = tls_cert.not_after,
         "authority running"
     );
     println!(
@@ -323,14 +330,61 @@ pub async fn run(dir: &Path, options: RunOptions) -> Result<(), AuthorityError> 
     Ok(())
 }
 
-/// Re-signs the trust snapshot before it expires, checked hourly.
+/// How often the refresh task runs: hourly, or often enough to catch two thirds of a
+/// short TLS certificate lifetime (at least every tenth of it).
+fn refresh_period(tls_cert_lifetime: u64) -> Duration {
+    Duration::from_secs((tls_cert_lifetime / 10).clamp(1, 3600))
+}
+
+/// Re-signs the trust snapshot before it expires and re-issues the authority's TLS
+/// certificate once two thirds of its life have passed. A failure is logged and retried
+/// at the next tick.
 async fn refresh_loop(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(refresh_period(shared.options.tls_cert_lifetime));
     loop {
         tick.tick().await;
-        let result = shared.store().refresh_snapshot(&shared.ca, now_secs());
+        let now = now_secs();
+        let result = shared.store().refresh_snapshot(&shared.ca, now);
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot refresh the trust snapshot");
         }
+        rotate_tls_cert(&shared, now);
+    }
+}
+
+fn rotate_tls_cert(shared: &Shared, now: u64) {
+    match shared.tls_cert.rotate_if_due(&shared.ca, now) {
+        Ok(None) => {}
+        Ok(Some(cert)) => {
+            let serial = crate::util::hex(&cert.serial);
+            tracing::info!(%serial, not_after = cert.not_after, "authority TLS certificate re-issued");
+            let detail = format!("serial={serial} not_after={}", cert.not_after);
+            let audited =
+                shared
+                    .store()
+                    .audit(now, "authority", "authority.tls_cert", "authority", &detail);
+            if let Err(e) = audited {
+                tracing::warn!(error = %e, "cannot audit the TLS certificate re-issue");
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "cannot re-issue the authority TLS certificate; retrying at the next tick"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_task_runs_hourly_or_often_enough_for_a_short_tls_lifetime() {
+        assert_eq!(
+            refresh_period(pki::AUTHORITY_CERT_LIFETIME_SECS),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(refresh_period(600), Duration::from_secs(60));
+        assert_eq!(refresh_period(5), Duration::from_secs(1));
     }
 }

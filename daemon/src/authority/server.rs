@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use trellis_routing::NodeId;
 
-use super::store::NewJoin;
+use super::store::{NewJoin, StoreError};
 use super::Shared;
 use crate::enroll::{
     decode_request, encode_response, read_frame, write_frame, ErrorCode, IssuedCert, JoinRequest,
@@ -145,6 +145,17 @@ async fn on_join(
         roles: join.roles,
         source: source.to_string(),
     };
+    // A retry after a lost reply (same token, same key as an enrolled node) gets the
+    // certificate it was already issued.
+    let redelivered = shared.store().redeliver(&request, now);
+    match redelivered {
+        Err(e) => return reply(send, &internal(&e)).await,
+        Ok(Some(cert)) => {
+            tracing::info!(%source, node = node.as_str(), serial = %cert.serial, "certificate sent again to a retried join");
+            return reply(send, &issued_response(shared, node.as_str(), cert.der)).await;
+        }
+        Ok(None) => {}
+    }
     let admitted = shared.store().begin_join(&request, now);
     let admission = match admitted {
         Err(e) => return reply(send, &internal(&e)).await,
@@ -177,7 +188,7 @@ async fn on_join(
         );
         let response = match approved {
             Ok((_, issued)) => issued_response(shared, node.as_str(), issued.der),
-            Err(e) => Response::error(ErrorCode::Rejected, e.to_string()),
+            Err(e) => auto_approval_failed(shared, &admission.join_id, node.as_str(), &e, now),
         };
         return reply(send, &response).await;
     }
@@ -189,6 +200,35 @@ async fn on_join(
     let response = wait_for_decision(shared, conn, &admission.join_id, node.as_str()).await;
     if let Some(response) = response {
         reply(send, &response).await;
+    }
+}
+
+/// An automatic approval failed: the request is rejected and its token use given back,
+/// so nothing is left half-done and the node may retry with the same join string
+/// (docs/security.md, "Enrollment threat model").
+fn auto_approval_failed(
+    shared: &Shared,
+    join_id: &str,
+    node: &str,
+    error: &StoreError,
+    now: u64,
+) -> Response {
+    let reason = format!("automatic approval failed: {error}");
+    tracing::warn!(join = join_id, node, %error, "automatic approval failed; withdrawing the request, giving the token use back");
+    let withdrawn = shared.store().fail_auto_approval(join_id, &reason, now);
+    if let Err(StoreError::Api(e)) = &withdrawn {
+        // Already decided meanwhile (its token revoked): nothing is left pending.
+        tracing::debug!(join = join_id, error = %e, "join request already decided");
+    } else if let Err(e) = withdrawn {
+        tracing::error!(
+            join = join_id,
+            error = %e,
+            "cannot withdraw the join request; if it is still pending, an operator must decide it"
+        );
+    }
+    match error {
+        StoreError::Api(api) => Response::error(ErrorCode::Rejected, api.message.clone()),
+        other => internal(other),
     }
 }
 
@@ -243,7 +283,11 @@ async fn wait_for_decision(
                 expire(shared, join_id);
                 return Some(Response::error(
                     ErrorCode::TimedOut,
-                    format!("nobody approved join request {join_id} within {} s", shared.options.join_wait),
+                    format!(
+                        "nobody approved join request {join_id} within {} s; it expired and the \
+                         token use was given back (retry with the same join string)",
+                        shared.options.join_wait
+                    ),
                 ));
             }
         }

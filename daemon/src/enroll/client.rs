@@ -66,9 +66,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The process exit code for this failure (docs/operations.md, "Exit codes").
+    /// The process exit code for this failure (docs/operations.md, "Exit codes"). A join
+    /// that nobody decided in time is a timeout (4), whichever side's wait ran out.
     pub fn exit_code(&self) -> u8 {
         match self {
+            Self::Refused {
+                code: ErrorCode::TimedOut,
+                ..
+            } => 4,
             Self::Refused { .. } | Self::AlreadyJoined(_) => 1,
             Self::Unreachable { .. } => 3,
             Self::Timeout(_) => 4,
@@ -490,5 +495,25 @@ pub async fn fetch_snapshot(data_dir: &Path) -> Result<u64, ClientError> {
         other => Err(ClientError::Protocol(format!(
             "unexpected answer {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_wait_run_out_on_either_side_exits_with_the_timeout_code() {
+        let authority_side = ClientError::Refused {
+            code: ErrorCode::TimedOut,
+            message: "nobody approved join request j-1 within 900 s".into(),
+        };
+        assert_eq!(authority_side.exit_code(), 4);
+        assert_eq!(ClientError::Timeout(600).exit_code(), 4);
+        let rejected = ClientError::Refused {
+            code: ErrorCode::Rejected,
+            message: "no".into(),
+        };
+        assert_eq!(rejected.exit_code(), 1);
     }
 }

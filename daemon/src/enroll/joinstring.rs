@@ -3,16 +3,64 @@
 //!
 //! It carries everything the first contact needs: where the authority listens, which CA it
 //! must prove it holds (pinned, as `kubeadm join --discovery-token-ca-cert-hash`), and the
-//! token. It is a secret until the token is spent or expires.
+//! token. It is a secret until the token is spent or expires, so besides the command line
+//! (visible to every local user in `/proc/PID/cmdline`) a node takes it from stdin (`-`), a
+//! file or the `TRELLIS_JOIN_STRING` variable ([`read_source`]).
 
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use trellis_routing::OrgId;
 
 use crate::util::unhex;
 
 const PREFIX: &str = "trellis-join:";
+
+/// The environment variable a node reads its join string from.
+pub const ENV: &str = "TRELLIS_JOIN_STRING";
+/// Most bytes read from stdin or a file for a join string.
+const MAX_SOURCE_BYTES: u64 = 4096;
+
+/// Reads the join string text from the first source given: the argument (`-` reads
+/// `stdin`), else the file, else the environment value. The text is not parsed here;
+/// errors are one line and never contain the text.
+pub fn read_source(
+    arg: Option<&str>,
+    file: Option<&Path>,
+    env: Option<String>,
+    stdin: impl Read,
+) -> Result<String, String> {
+    let bounded = |reader: &mut dyn Read, what: &str| -> Result<String, String> {
+        let mut text = String::new();
+        reader
+            .take(MAX_SOURCE_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the join string from {what}: {e}"))?;
+        Ok(text.trim().to_owned())
+    };
+    let text = match (arg, file, env) {
+        (Some("-"), _, _) => bounded(&mut { stdin }, "stdin")?,
+        (Some(text), _, _) => text.to_owned(),
+        (None, Some(path), _) => {
+            let mut f = std::fs::File::open(path)
+                .map_err(|e| format!("--join-string-file {}: {e}", path.display()))?;
+            bounded(&mut f, &path.display().to_string())?
+        }
+        (None, None, Some(text)) => text.trim().to_owned(),
+        (None, None, None) => {
+            return Err(format!(
+                "no join string: give it as the argument, `-` to read stdin, \
+                 --join-string-file FILE or {ENV}"
+            ))
+        }
+    };
+    if text.is_empty() {
+        return Err("the join string is empty".into());
+    }
+    Ok(text)
+}
 
 /// A parsed join string.
 #[derive(Clone, PartialEq, Eq)]
@@ -114,6 +162,44 @@ mod tests {
         let js = sample();
         assert_eq!(JoinString::parse(&js.encode()), Ok(js.clone()));
         assert!(!format!("{js:?}").contains(&"2".repeat(64)));
+    }
+
+    #[test]
+    fn the_join_string_comes_from_the_argument_stdin_a_file_or_the_environment() {
+        let js = sample().encode();
+        let none: &[u8] = b"";
+        fn read(
+            arg: Option<&str>,
+            file: Option<&Path>,
+            env: Option<&str>,
+            stdin: &[u8],
+        ) -> Result<String, String> {
+            read_source(arg, file, env.map(str::to_owned), stdin)
+        }
+        assert_eq!(
+            read(Some(js.as_str()), None, Some("x"), none),
+            Ok(js.clone())
+        );
+        let piped = format!("{js}\n");
+        assert_eq!(
+            read(Some("-"), None, None, piped.as_bytes()),
+            Ok(js.clone())
+        );
+        assert_eq!(read(None, None, Some(piped.as_str()), none), Ok(js.clone()));
+        let dir = std::env::temp_dir().join(format!("trellis-js-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("join");
+        std::fs::write(&file, &piped).expect("write");
+        assert_eq!(read(None, Some(&file), Some("x"), none), Ok(js.clone()));
+        let missing = read(None, Some(&dir.join("missing")), None, none);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(missing.is_err_and(|e| e.contains("--join-string-file")));
+        let nothing = read(None, None, None, none).expect_err("no source");
+        assert!(
+            nothing.contains(ENV) && !nothing.contains('\n'),
+            "{nothing}"
+        );
+        assert!(read(Some("-"), None, None, b"\n").is_err(), "empty stdin");
     }
 
     #[test]

@@ -303,20 +303,43 @@ impl Store {
         lifetime: u64,
     ) -> Result<(JoinInfo, Issued), StoreError> {
         let tx = self.immediate()?;
-        let row: Option<(String, String, Vec<u8>, String)> = tx
+        let row: Option<(String, String, Vec<u8>, String, String)> = tx
             .query_row(
-                "SELECT state, node_id, csr, roles FROM joins WHERE id=?1",
+                "SELECT state, node_id, csr, roles, token_id FROM joins WHERE id=?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((state, node_id, csr, roles)) = row else {
+        let Some((state, node_id, csr, roles, token_id)) = row else {
             return Err(not_found("join request", id));
         };
         if state != "pending" {
             return Err(conflict(format!(
                 "join request {id} is {state}, not pending"
             )));
+        }
+        // A revoked token takes back its pending requests too (revoke_token rejects them;
+        // this also covers requests recorded before that rule).
+        let token_revoked: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT revoked_at FROM tokens WHERE id=?1",
+                [&token_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match token_revoked {
+            Some(None) => {}
+            Some(Some(_)) => {
+                return Err(conflict(format!(
+                    "join request {id} came with join token {token_id}, which was revoked; \
+                     it cannot be approved"
+                )))
+            }
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "join request {id} names unknown token {token_id}"
+                )))
+            }
         }
         let node = NodeId::new(&node_id).map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
         let taken: Option<String> = tx
@@ -386,6 +409,25 @@ impl Store {
     /// use back so the same join string can be retried.
     pub fn expire_join(&mut self, id: &str, now: u64) -> Result<JoinInfo, StoreError> {
         self.decide(id, "expired", None, "authority", "join.expire", now, true)
+    }
+
+    /// Withdraws a pending join whose automatic approval failed: rejected with `reason`,
+    /// the token use given back, so the node can retry with the same join string.
+    pub fn fail_auto_approval(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<JoinInfo, StoreError> {
+        self.decide(
+            id,
+            "rejected",
+            Some(reason),
+            "authority",
+            "join.auto_approve_fail",
+            now,
+            true,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

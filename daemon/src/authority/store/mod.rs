@@ -8,10 +8,12 @@
 
 mod joins;
 mod nodes;
+mod redeliver;
 mod tokens;
 
 pub use joins::{Admission, NewJoin, Refusal};
 pub use nodes::{SNAPSHOT_LIFETIME_SECS, SNAPSHOT_REFRESH_SECS};
+pub use redeliver::Redelivered;
 pub use tokens::TokenSpec;
 
 /// A token spec from the admin request's fields.
@@ -255,5 +257,7 @@ pub(crate) fn audit(
     Ok(())
 }
 
+#[cfg(test)]
+mod decision_tests;
 #[cfg(test)]
 mod tests;

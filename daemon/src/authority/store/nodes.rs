@@ -108,6 +108,7 @@ impl Store {
     }
 
     /// Renews the certificate of `node`, presented with serial `serial`, for the same key.
+    /// Only the node's newest certificate may renew.
     pub fn renew(
         &mut self,
         node: &NodeId,
@@ -150,6 +151,23 @@ impl Store {
             return Ok(Err(refusal(
                 ErrorCode::Unauthenticated,
                 format!("certificate {serial_hex} was not issued by this authority"),
+            )));
+        }
+        // Only the newest certificate renews: a superseded one (kept by a copy of the node,
+        // or replayed) cannot mint a parallel chain of certificates.
+        let newest: Option<String> = tx
+            .query_row(
+                "SELECT serial FROM certs WHERE node_id=?1 ORDER BY issued_at DESC, rowid DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if newest.as_deref() != Some(serial_hex.as_str()) {
+            return Ok(Err(refusal(
+                ErrorCode::Unauthenticated,
+                format!(
+                    "certificate {serial_hex} of {id} was superseded by a newer one; only the newest certificate renews"
+                ),
             )));
         }
         if rcgen::PublicKeyData::der_bytes(public_key) != key.as_slice() {

@@ -11,12 +11,12 @@ use crate::authority::tokens::{new_token, NewToken};
 use crate::enroll::ErrorCode;
 use crate::pki::{self, Ca};
 
-const NOW: u64 = 1_800_000_000;
+pub(super) const NOW: u64 = 1_800_000_000;
 
-struct Fixture {
-    dir: PathBuf,
-    store: Store,
-    ca: Ca,
+pub(super) struct Fixture {
+    pub dir: PathBuf,
+    pub store: Store,
+    pub ca: Ca,
 }
 
 impl Drop for Fixture {
@@ -25,7 +25,7 @@ impl Drop for Fixture {
     }
 }
 
-fn fixture(name: &str) -> Fixture {
+pub(super) fn fixture(name: &str) -> Fixture {
     let dir = std::env::temp_dir().join(format!("trellis-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -37,7 +37,12 @@ fn fixture(name: &str) -> Fixture {
     Fixture { dir, store, ca }
 }
 
-fn token(store: &mut Store, uses: u32, auto_approve: bool, roles: &[&str]) -> (NewToken, String) {
+pub(super) fn token(
+    store: &mut Store,
+    uses: u32,
+    auto_approve: bool,
+    roles: &[&str],
+) -> (NewToken, String) {
     let t = new_token().expect("token");
     let spec = tokens_spec(
         3600,
@@ -52,7 +57,7 @@ fn token(store: &mut Store, uses: u32, auto_approve: bool, roles: &[&str]) -> (N
     (t, full)
 }
 
-fn join_request(token: &str, name: &str) -> (NewJoin, rcgen::KeyPair) {
+pub(super) fn join_request(token: &str, name: &str) -> (NewJoin, rcgen::KeyPair) {
     let key = pki::generate_key().expect("key");
     let join = NewJoin {
         token: token.to_owned(),
@@ -68,7 +73,7 @@ fn join_request(token: &str, name: &str) -> (NewJoin, rcgen::KeyPair) {
 }
 
 /// A node enrolled through a one-use token and an approval: its certificate and key.
-fn enrolled(f: &mut Fixture, name: &str) -> (crate::pki::Issued, rcgen::KeyPair) {
+pub(super) fn enrolled(f: &mut Fixture, name: &str) -> (crate::pki::Issued, rcgen::KeyPair) {
     let (_, full) = token(&mut f.store, 1, true, &[]);
     let (join, key) = join_request(&full, name);
     let admission = f
@@ -83,7 +88,7 @@ fn enrolled(f: &mut Fixture, name: &str) -> (crate::pki::Issued, rcgen::KeyPair)
     (issued, key)
 }
 
-fn refusal_code(result: Result<Result<Admission, Refusal>, StoreError>) -> ErrorCode {
+pub(super) fn refusal_code(result: Result<Result<Admission, Refusal>, StoreError>) -> ErrorCode {
     match result.expect("store") {
         Ok(a) => panic!("admitted {a:?}"),
         Err(r) => r.code,

@@ -105,8 +105,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Revokes a token: it admits no further join.
-    pub fn revoke_token(&mut self, id: &str, actor: &str, now: u64) -> Result<(), StoreError> {
+    /// Revokes a token: it admits no further join, and its pending join requests are
+    /// rejected in the same transaction. Returns the ids of the rejected requests.
+    pub fn revoke_token(
+        &mut self,
+        id: &str,
+        actor: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let tx = self.immediate()?;
         let revoked: Option<Option<i64>> = tx
             .query_row("SELECT revoked_at FROM tokens WHERE id=?1", [id], |r| {
@@ -127,7 +133,21 @@ impl Store {
             params![id, to_i64(now)],
         )?;
         audit(&tx, now, actor, "token.revoke", id, "")?;
+        let mut stmt =
+            tx.prepare("SELECT id FROM joins WHERE token_id=?1 AND state='pending' ORDER BY id")?;
+        let pending = stmt
+            .query_map([id], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        let reason = format!("join token {id} was revoked");
+        for join in &pending {
+            tx.execute(
+                "UPDATE joins SET state='rejected', decided_at=?2, reason=?3 WHERE id=?1",
+                params![join, to_i64(now), reason],
+            )?;
+            audit(&tx, now, actor, "join.reject", join, &reason)?;
+        }
         tx.commit()?;
-        Ok(())
+        Ok(pending)
     }
 }
