@@ -153,28 +153,52 @@ impl Store {
                 format!("certificate {serial_hex} was not issued by this authority"),
             )));
         }
-        // Only the newest certificate renews: a superseded one (kept by a copy of the node,
-        // or replayed) cannot mint a parallel chain of certificates.
-        let newest: Option<String> = tx
-            .query_row(
-                "SELECT serial FROM certs WHERE node_id=?1 ORDER BY issued_at DESC, rowid DESC LIMIT 1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if newest.as_deref() != Some(serial_hex.as_str()) {
-            return Ok(Err(refusal(
-                ErrorCode::Unauthenticated,
-                format!(
-                    "certificate {serial_hex} of {id} was superseded by a newer one; only the newest certificate renews"
-                ),
-            )));
-        }
         if rcgen::PublicKeyData::der_bytes(public_key) != key.as_slice() {
             return Ok(Err(refusal(
                 ErrorCode::BadRequest,
                 "the CSR's key differs from the enrolled key".into(),
             )));
+        }
+        // Only the newest certificate renews: a superseded one (kept by a copy of the node,
+        // or replayed) cannot mint a parallel chain of certificates. A node whose renewal
+        // reply was lost asks again with the superseded one: it gets the newest back
+        // (same enrolled key, nothing new issued).
+        let newest: Option<(String, Vec<u8>, i64, i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT serial, der, not_before, not_after, revoked_at FROM certs WHERE node_id=?1
+                 ORDER BY issued_at DESC, rowid DESC LIMIT 1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        if let Some((newest_hex, der, not_before, not_after, revoked_at)) = newest {
+            if newest_hex != serial_hex {
+                let not_after = u64::try_from(not_after).unwrap_or(0);
+                let newest_serial = crate::util::unhex(&newest_hex);
+                if revoked_at.is_some() || not_after <= now || newest_serial.is_none() {
+                    return Ok(Err(refusal(
+                        ErrorCode::Unauthenticated,
+                        format!(
+                            "certificate {serial_hex} of {id} was superseded by a newer one; only the newest certificate renews"
+                        ),
+                    )));
+                }
+                audit(
+                    &tx,
+                    now,
+                    &format!("node:{id}"),
+                    "cert.redeliver",
+                    id,
+                    &format!("serial={newest_hex} asked_with={serial_hex} not_after={not_after}"),
+                )?;
+                tx.commit()?;
+                return Ok(Ok(Issued {
+                    der,
+                    serial: newest_serial.unwrap_or_default(),
+                    not_before: u64::try_from(not_before).unwrap_or(0),
+                    not_after,
+                }));
+            }
         }
         let issued = ca.issue_node(node, public_key, now, lifetime)?;
         let new_serial = insert_cert(&tx, &issued, id, "renew", now)?;
