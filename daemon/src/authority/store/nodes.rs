@@ -13,6 +13,9 @@ use crate::enroll::ErrorCode;
 use crate::pki::{Ca, Issued, PkiError};
 use crate::util::{hex, unhex};
 
+/// A stored certificate: serial (hex), DER, not-before, not-after, revoked-at.
+type CertRow = (String, Vec<u8>, i64, i64, Option<i64>);
+
 /// How long a trust snapshot stays valid, seconds (7 days).
 pub const SNAPSHOT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 /// Age after which the authority re-signs the snapshot with a new version, seconds.
@@ -163,7 +166,7 @@ impl Store {
         // or replayed) cannot mint a parallel chain of certificates. A node whose renewal
         // reply was lost asks again with the superseded one: it gets the newest back
         // (same enrolled key, nothing new issued).
-        let newest: Option<(String, Vec<u8>, i64, i64, Option<i64>)> = tx
+        let newest: Option<CertRow> = tx
             .query_row(
                 "SELECT serial, der, not_before, not_after, revoked_at FROM certs WHERE node_id=?1
                  ORDER BY issued_at DESC, rowid DESC LIMIT 1",
