@@ -66,6 +66,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: node::Format,
     },
+    /// Re-read a node's config and peering files and apply peer changes (as SIGHUP).
+    Reload,
     /// Trust snapshots.
     #[command(subcommand)]
     Snapshot(local::Snapshot),
@@ -148,6 +150,7 @@ fn main() -> ExitCode {
         Command::Peers(cmd) => node::peers(&ctx, cmd),
         Command::Routes(cmd) => node::routes(&ctx, cmd),
         Command::Topology { format } => node::topology(&ctx, format),
+        Command::Reload => node::reload(&ctx),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,9 @@
 
 use clap::{Subcommand, ValueEnum};
 use trellis_daemon::admin::client::call_as;
-use trellis_daemon::admin::{NodeStatus, PeerInfo, Request, RouteDetail, RouteInfo, Topology};
+use trellis_daemon::admin::{
+    NodeStatus, PeerInfo, ReloadReport, Request, RouteDetail, RouteInfo, Topology,
+};
 use trellis_daemon::util::time::rfc3339;
 
 use crate::authority::failure;
@@ -360,4 +362,42 @@ fn topology_dot(t: &Topology) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+pub fn reload(ctx: &Context) -> Result<(), Failure> {
+    let report: ReloadReport = call(ctx, &Request::Reload)?;
+    ctx.print(&report, |r| {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        let mut out = format!(
+            "reloaded: added {}; removed {}; changed {}; {} unchanged\n",
+            list(&r.added),
+            list(&r.removed),
+            list(&r.changed),
+            r.unchanged
+        );
+        for e in &r.errors {
+            out.push_str(&format!("not applied: {e}\n"));
+        }
+        if !r.restart_needed.is_empty() {
+            out.push_str(&format!(
+                "changed but applied only after a restart: {}\n",
+                r.restart_needed.join(", ")
+            ));
+        }
+        out
+    });
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            1,
+            format!("{} peer(s) not applied", report.errors.len()),
+        ))
+    }
 }

@@ -296,6 +296,47 @@ fn acknowledged_changes_survive_kill_9_and_a_withdrawn_route_stays_gone_after_re
 }
 
 #[test]
+fn a_reload_adds_and_removes_peers_without_a_restart() {
+    let scratch = Scratch::new("peer-reload");
+    let (_authority, mut nodes) = org_with(&scratch, "acme", &["a", "b"]);
+    nodes[0].configure(&[], "");
+    nodes[1].configure(&[("acme/a", nodes[0].port)], "");
+    for n in &mut nodes {
+        n.start();
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+
+    // a learns of b from its edited file.
+    a.configure(&[("acme/b", b.port)], "");
+    let report = a.json(&["reload"]);
+    assert_eq!(report["added"], serde_json::json!(["acme/b"]), "{report}");
+    wait_for("a–b up after the reload", || {
+        a.peer_up("acme/b").then_some(())
+    });
+
+    // A file with an error changes nothing.
+    std::fs::write(a.dir.join("trellis.toml"), "listen = \"nowhere\"\n").expect("write");
+    let refused = trellis(&a.dir, &["reload"]);
+    assert_eq!(refused.status.code(), Some(2), "a bad file is refused");
+    assert!(a.peer_up("acme/b"), "the session survives a refused reload");
+
+    // b is dropped from the file: its session closes, a forgets it; a timer change is
+    // reported as needing a restart.
+    a.configure(&[], "[limits]\nmax_peers = 8\n");
+    let report = a.json(&["reload"]);
+    assert_eq!(report["removed"], serde_json::json!(["acme/b"]), "{report}");
+    assert!(
+        report["restart_needed"].to_string().contains("limits"),
+        "{report}"
+    );
+    let peers = a.json(&["peers", "list"]);
+    assert_eq!(peers, serde_json::json!([]), "{peers}");
+    wait_for("b sees the session closed", || {
+        (!b.peer_up("acme/a")).then_some(())
+    });
+}
+
+#[test]
 fn an_unconfigured_peer_and_a_peer_from_an_untrusted_org_are_refused_at_the_handshake() {
     let scratch = Scratch::new("peer-refused");
     let (acme, mut nodes) = org_with(&scratch, "acme", &["a", "b", "stranger"]);

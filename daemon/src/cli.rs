@@ -214,11 +214,15 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             config,
             listen,
         }) => {
-            let config = match node_config(&data_dir, config.as_deref(), listen) {
-                Ok(config) => config,
-                Err(code) => return code,
+            let loaded = match load_node_config(&data_dir, config.as_deref(), listen) {
+                Ok(loaded) => loaded,
+                Err((code, message)) => return fail(code, message),
             };
-            match runtime.block_on(crate::node::run::run(&data_dir, config)) {
+            let (dir, file) = (data_dir.clone(), config.clone());
+            let loader: crate::node::reload::Loader = std::sync::Arc::new(move || {
+                load_node_config(&dir, file.as_deref(), listen).map_err(|(_, message)| message)
+            });
+            match runtime.block_on(crate::node::run::run(&data_dir, loaded, loader)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ crate::node::run::NodeError::Config(_)) => fail(2, e),
                 Err(e @ crate::node::run::NodeError::Listen { .. }) => fail(3, e),
@@ -299,25 +303,26 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 }
 
 /// The node config: the file (or defaults), then `TRELLIS_*` variables, then flags.
-fn node_config(
+/// `Err` carries the exit code and the one-line reason. Also used to reload.
+fn load_node_config(
     data_dir: &std::path::Path,
     file: Option<&std::path::Path>,
     listen: Option<SocketAddr>,
-) -> Result<crate::node::config::NodeConfig, ExitCode> {
+) -> Result<crate::node::config::NodeConfig, (u8, String)> {
     use crate::node::config::NodeConfig;
     let store = crate::node::NodeStore::open(&crate::node::Paths::new(data_dir).db())
-        .map_err(|e| fail(6, e))?;
-    let enrollment = store.enrollment().map_err(|e| fail(2, e))?;
-    let org = OrgId::new(&enrollment.org).map_err(|e| fail(6, e))?;
+        .map_err(|e| (6, e.to_string()))?;
+    let enrollment = store.enrollment().map_err(|e| (2, e.to_string()))?;
+    let org = OrgId::new(&enrollment.org).map_err(|e| (6, e.to_string()))?;
     let mut config = match file {
-        Some(path) => NodeConfig::load(path, &org).map_err(|e| fail(2, e))?,
+        Some(path) => NodeConfig::load(path, &org).map_err(|e| (2, e.to_string()))?,
         None => {
             NodeConfig::minimal(listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7201))))
         }
     };
     config
         .apply_env(|k| std::env::var(k).ok())
-        .map_err(|e| fail(2, e))?;
+        .map_err(|e| (2, e.to_string()))?;
     if let Some(listen) = listen {
         config.listen = listen;
     }

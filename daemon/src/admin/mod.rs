@@ -124,6 +124,8 @@ pub enum Request {
     },
     /// Node: this node, its peers and the sessions between them.
     Topology,
+    /// Node: re-read the config file and the peering files; apply peer changes.
+    Reload,
 }
 
 /// Error classes of the admin API; the CLI maps them to exit codes.

@@ -121,3 +121,20 @@ pub struct Topology {
     #[serde(default)]
     pub paths: BTreeMap<String, Vec<String>>,
 }
+
+/// What a config reload changed (`trellis reload`, SIGHUP).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Peers added.
+    pub added: Vec<String>,
+    /// Peers removed (their sessions closed, their routes withdrawn).
+    pub removed: Vec<String>,
+    /// Peers whose settings changed (their sessions re-established).
+    pub changed: Vec<String>,
+    /// Peers left as they were.
+    pub unchanged: usize,
+    /// Peers that could not be added, with why.
+    pub errors: Vec<String>,
+    /// Settings that changed in the file but take effect only after a restart.
+    pub restart_needed: Vec<String>,
+}

@@ -12,6 +12,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use trellis_routing::{NodeId, Relationship, ServiceName};
 
+use super::reload::Reloader;
 use super::route_store::parse_protocol;
 use super::routing_loop::{Command, PeerSpec};
 use super::view::View;
@@ -33,10 +34,17 @@ pub async fn serve(
     view: Arc<View>,
     commands: mpsc::Sender<Command>,
     paths: Paths,
+    reloader: Arc<Reloader>,
 ) {
     crate::admin::server::serve(listener, move |request| {
         let (view, commands, paths) = (view.clone(), commands.clone(), paths.clone());
-        async move { dispatch(request, &view, &commands, &paths).await }
+        let reloader = reloader.clone();
+        async move {
+            if request == Request::Reload {
+                return json(&reloader.reload().await?);
+            }
+            dispatch(request, &view, &commands, &paths).await
+        }
     })
     .await;
 }

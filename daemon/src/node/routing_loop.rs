@@ -22,12 +22,12 @@ use super::route_store::{protocol_name, StoreOp};
 use super::trust::TrustStore;
 use super::view::View;
 use super::NodeStore;
-use crate::admin::{ApiError, ErrorKind, PathInfo, PeerInfo, RouteDetail, RouteInfo};
+use crate::admin::{ApiError, ErrorKind, PathInfo, PeerInfo, ReloadReport, RouteDetail, RouteInfo};
 use crate::session::{new_connection_wins, ConnId, Event, Outgoing, SessionHandle};
 use crate::util::time::now_secs;
 
 /// A peer the node should have a session with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     /// Its node id.
     pub node: NodeId,
@@ -109,6 +109,14 @@ pub enum Command {
     ApplySnapshot {
         /// Encoded envelope.
         envelope: Vec<u8>,
+    },
+    /// A config reload: the peers the config and peering files now name (runtime
+    /// `peers add` peers are left alone).
+    ReplacePeers {
+        /// Every wanted peer.
+        specs: Vec<PeerSpec>,
+        /// Answer.
+        reply: oneshot::Sender<ReloadReport>,
     },
     /// The node certificate was renewed: re-sign the manifest with it.
     CertificateRenewed {
@@ -776,28 +784,12 @@ impl RoutingLoop {
                 self.reply_when_durable(reply, added);
             }
             Command::RemovePeer { node, reply } => {
-                let result = match self.router.remove_peer(now, &node) {
-                    Ok(()) => {
-                        self.peers.remove(&node);
-                        self.admitted
-                            .write()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .remove(&node);
-                        if let Some(current) = self.sessions.remove(&node) {
-                            current
-                                .handle
-                                .kill
-                                .kill(CloseReason::PeerUnconfigured, "removed by operator");
-                        }
-                        let _ = self.dial.send(DialCmd::Stop(node.clone()));
-                        self.view.write().peers.remove(node.as_str());
-                        self.log_event("peer.remove", node.as_str(), String::new());
-                        self.persist(StoreOp::PeerRemoved(node));
-                        Ok(())
-                    }
-                    Err(e) => Err(api(ErrorKind::NotFound, e.to_string())),
-                };
+                let result = self.remove_peer(now, &node, "removed by operator");
                 self.reply_when_durable(reply, result);
+            }
+            Command::ReplacePeers { specs, reply } => {
+                let report = self.replace_peers(now, specs);
+                let _ = reply.send(report);
             }
             Command::ResetPeer { node, reply } => {
                 let result = match self.sessions.get(&node) {
@@ -862,6 +854,78 @@ impl RoutingLoop {
                 });
             }
         }
+    }
+
+    /// Removes a peer: closes its session, withdraws its routes, forgets it.
+    fn remove_peer(&mut self, now: Instant, node: &NodeId, why: &str) -> Result<(), ApiError> {
+        self.router
+            .remove_peer(now, node)
+            .map_err(|e| api(ErrorKind::NotFound, e.to_string()))?;
+        self.peers.remove(node);
+        self.admitted
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(node);
+        if let Some(current) = self.sessions.remove(node) {
+            current
+                .handle
+                .kill
+                .kill(CloseReason::PeerUnconfigured, why.to_owned());
+        }
+        let _ = self.dial.send(DialCmd::Stop(node.clone()));
+        self.view.write().peers.remove(node.as_str());
+        self.log_event("peer.remove", node.as_str(), why.to_owned());
+        self.persist(StoreOp::PeerRemoved(node.clone()));
+        Ok(())
+    }
+
+    /// Makes the configured peers (not those added at runtime) exactly `specs`: adds the
+    /// new, removes the gone, re-establishes those whose settings changed.
+    fn replace_peers(&mut self, now: Instant, specs: Vec<PeerSpec>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let mut wanted: HashMap<NodeId, PeerSpec> =
+            specs.into_iter().map(|s| (s.node.clone(), s)).collect();
+        let mut configured: Vec<PeerSpec> = self
+            .peers
+            .values()
+            .filter(|s| s.source != "admin")
+            .cloned()
+            .collect();
+        configured.sort_by(|a, b| a.node.cmp(&b.node));
+        for spec in configured {
+            match wanted.remove(&spec.node) {
+                None => {
+                    let _ = self.remove_peer(now, &spec.node, "removed from the config");
+                    report.removed.push(spec.node.as_str().to_owned());
+                }
+                Some(new) if new != spec => {
+                    let _ = self.remove_peer(now, &spec.node, "settings changed in the config");
+                    match self.add_peer(new, false) {
+                        Ok(()) => report.changed.push(spec.node.as_str().to_owned()),
+                        Err(e) => report.errors.push(e.message),
+                    }
+                }
+                Some(_) => report.unchanged += 1,
+            }
+        }
+        let mut new: Vec<PeerSpec> = wanted.into_values().collect();
+        new.sort_by(|a, b| a.node.cmp(&b.node));
+        for spec in new {
+            if self.peers.contains_key(&spec.node) {
+                // Added at runtime with `peers add`: that entry stays until removed.
+                report.unchanged += 1;
+                continue;
+            }
+            let node = spec.node.as_str().to_owned();
+            match self.add_peer(spec, false) {
+                Ok(()) => {
+                    self.log_event("peer.add", &node, "added by a config reload".into());
+                    report.added.push(node);
+                }
+                Err(e) => report.errors.push(e.message),
+            }
+        }
+        report
     }
 
     /// Adds a peer to the router, the admitted set, the view and the dialers.

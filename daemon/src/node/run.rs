@@ -98,7 +98,11 @@ fn load_identity(paths: &Paths) -> Result<Loaded, NodeError> {
 }
 
 /// Runs the node until SIGINT/SIGTERM.
-pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
+pub async fn run(
+    data_dir: &Path,
+    config: NodeConfig,
+    loader: super::reload::Loader,
+) -> Result<(), NodeError> {
     let paths = Paths::new(data_dir);
     let node_store = NodeStore::open(&paths.db()).map_err(local)?;
     let enrollment = node_store.enrollment().map_err(local)?;
@@ -246,12 +250,22 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
     // Admin socket and background trust refresh.
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let admin = super::admin_server::bind(&paths.dir.join("admin.sock")).map_err(local)?;
+    let reloader = Arc::new(super::reload::Reloader::new(
+        loader,
+        org.clone(),
+        trust.clone(),
+        cmd_tx.clone(),
+        config.clone(),
+        peerings.iter().map(|p| p.org.clone()).collect(),
+    ));
     let admin_task = tokio::spawn(super::admin_server::serve(
         admin,
         view.clone(),
         cmd_tx.clone(),
         paths.clone(),
+        reloader.clone(),
     ));
+    let hup_task = tokio::spawn(super::reload::on_sighup(reloader));
     let renewal = Renewal {
         endpoint: endpoint.clone(),
         identity,
@@ -287,6 +301,7 @@ pub async fn run(data_dir: &Path, config: NodeConfig) -> Result<(), NodeError> {
     accept_task.abort();
     dial_task.abort();
     admin_task.abort();
+    hup_task.abort();
     refresh_task.abort();
     drop(cmd_tx);
     if stopped_by_signal {
@@ -320,7 +335,7 @@ fn stored_snapshot(paths: &Paths, org: &OrgId, trust: &TrustStore) -> Option<Arc
 }
 
 /// Every configured peer: static peers, partner endpoints, peers added at runtime.
-fn peer_specs(
+pub(super) fn peer_specs(
     config: &NodeConfig,
     peerings: &[super::peering::PeeringConfig],
     admin_peers: &[(NodeId, SocketAddr, u32)],
