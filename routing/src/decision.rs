@@ -163,6 +163,46 @@ mod tests {
         assert_eq!(decided_by(&a, &b), Step::Fresh);
     }
 
+    /// DESIGN.md's order has no freshness step; docs/protocol.md explains why it sits
+    /// before local preference: a stale path must never hold traffic against a live one.
+    #[test]
+    fn a_fresh_path_beats_a_stale_one_even_with_lower_local_pref() {
+        let x = attrs(1);
+        let fresh = Candidate {
+            local_pref: 50,
+            ..cand(&x)
+        };
+        let stale = Candidate {
+            stale: true,
+            local_pref: 500,
+            ..cand(&x)
+        };
+        assert_eq!(decided_by(&fresh, &stale), Step::Fresh);
+    }
+
+    /// DESIGN.md ranks customer > peer > provider; the code extends the rank at the
+    /// top with originated and internal routes (docs/protocol.md).
+    #[test]
+    fn originated_beats_internal_which_beats_customer() {
+        let x = attrs(2);
+        let y = attrs(0);
+        let own = Candidate {
+            ingress: Ingress::Originated,
+            metric: 99,
+            ..cand(&x)
+        };
+        let internal = Candidate {
+            ingress: Ingress::Via(Relationship::Internal),
+            ..cand(&x)
+        };
+        let customer = Candidate {
+            ingress: Ingress::Via(Relationship::Customer),
+            ..cand(&y)
+        };
+        assert_eq!(decided_by(&own, &internal), Step::Relationship);
+        assert_eq!(decided_by(&internal, &customer), Step::Relationship);
+    }
+
     #[test]
     fn higher_local_pref_wins_over_shorter_path() {
         let x = attrs(4);

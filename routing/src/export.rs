@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crate::name::{NodeId, ServiceName};
 use crate::route::{Attrs, PathHop, Relationship};
-use crate::router::{Output, Peer, Router};
+use crate::router::{later, Output, Peer, Router};
 use crate::table::{best_of, PathEntry, Ranker};
 use crate::update::{Message, UpdateBatch};
 
@@ -129,7 +129,7 @@ impl Router {
                 // spend exploring paths towards a destination that is gone.
                 peer.out.due = Some(now);
             } else if peer.out.due.is_none() {
-                let earliest = peer.out.last_sent.map_or(now, |t| t + mrai);
+                let earliest = peer.out.last_sent.map_or(now, |t| later(t, mrai));
                 peer.out.due = Some(earliest.max(now));
             }
         }

@@ -6,14 +6,17 @@
 //!    consistency), loop detection (our node id inside the org, our org id
 //!    from outside), then policy → a refused set turns its announcements into
 //!    withdrawals (treat-as-withdraw, RFC 7606 §2);
-//! 3. withdrawals, then announcements; origin validity is looked up in the
+//! 3. withdrawals, then announcements (after step 4); origin validity is looked up in the
 //!    manifest store (no signature work here);
-//! 4. the peer's max-routes limit → exceeding it closes the session.
+//! 4. the peer's max-routes limit, counted before anything is applied → a
+//!    batch that would exceed it is refused whole (nothing changes, nothing is
+//!    sent on) and the session is closed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::name::NodeId;
+use crate::name::{NodeId, ServiceName};
 use crate::policy::ImportDecision;
 use crate::route::{Attrs, Relationship};
 use crate::router::{ranker, DisconnectReason, Output, Router};
@@ -42,11 +45,42 @@ impl Router {
         let role = peer.cfg.role;
         let default_pref = peer.cfg.local_pref;
         let max_routes = peer.cfg.max_routes;
+        let held = peer.routes;
         let prepared: Vec<Option<Arc<Attrs>>> = batch
             .attrs
             .iter()
             .map(|a| self.prepare_attrs(role, a))
             .collect();
+        // What each announcement becomes: `None` is treated as a withdrawal.
+        let accepted: Vec<Option<(&Arc<Attrs>, u32)>> = batch
+            .announce
+            .iter()
+            .map(|(service, index)| {
+                let attrs = prepared.get(*index as usize).and_then(Option::as_ref)?;
+                match self.policy.import(id, role, service, attrs) {
+                    ImportDecision::Accept { local_pref } => {
+                        Some((attrs, local_pref.unwrap_or(default_pref)))
+                    }
+                    ImportDecision::Reject => {
+                        self.stats.routes_rejected_policy += 1;
+                        None
+                    }
+                }
+            })
+            .collect();
+
+        // Max routes is checked before anything is applied, so a batch that
+        // would break the limit changes nothing and sends nothing on (each
+        // announcement adds at most one path, so most batches skip the count).
+        if let Some(limit) = max_routes {
+            if held.saturating_add(batch.announce.len()) > limit
+                && self.routes_after(slot, held, &batch, &accepted) > limit
+            {
+                self.stats.max_routes_exceeded += 1;
+                self.disconnect(now, slot, DisconnectReason::MaxRoutes { limit });
+                return;
+            }
+        }
 
         let mut changes = Vec::new();
         let mut removed = 0usize;
@@ -58,23 +92,13 @@ impl Router {
         }
         let since_ms = self.ms(now);
         let mut added = 0usize;
-        for (service, index) in &batch.announce {
-            let attrs = prepared.get(*index as usize).and_then(Option::as_ref);
-            let decision = attrs.map(|a| self.policy.import(id, role, service, a));
-            let (attrs, local_pref) = match (attrs, decision) {
-                (Some(a), Some(ImportDecision::Accept { local_pref })) => {
-                    (a, local_pref.unwrap_or(default_pref))
+        for ((service, _), decision) in batch.announce.iter().zip(&accepted) {
+            let Some((attrs, local_pref)) = *decision else {
+                if let Some(c) = self.table.remove(service, slot) {
+                    removed += 1;
+                    changes.push((service.clone(), c));
                 }
-                (attrs, _) => {
-                    if attrs.is_some() {
-                        self.stats.routes_rejected_policy += 1;
-                    }
-                    if let Some(c) = self.table.remove(service, slot) {
-                        removed += 1;
-                        changes.push((service.clone(), c));
-                    }
-                    continue;
-                }
+                continue;
             };
             let shared = self
                 .manifests
@@ -97,12 +121,41 @@ impl Router {
             return;
         };
         peer.routes = peer.routes.saturating_sub(removed) + added;
-        let over = max_routes.filter(|max| peer.routes > *max);
         self.apply_changes(now, changes);
-        if let Some(limit) = over {
-            self.stats.max_routes_exceeded += 1;
-            self.disconnect(now, slot, DisconnectReason::MaxRoutes { limit });
+    }
+
+    /// How many paths `slot` would hold after `batch` (with its announcements
+    /// decided as in `accepted`), computed without touching the table:
+    /// withdrawals go first, then announcements in order, the last one of a
+    /// service deciding whether its path stays.
+    fn routes_after(
+        &self,
+        slot: u32,
+        held: usize,
+        batch: &UpdateBatch,
+        accepted: &[Option<(&Arc<Attrs>, u32)>],
+    ) -> usize {
+        let mut present: HashMap<&ServiceName, bool> = HashMap::new();
+        for service in &batch.withdraw {
+            present.insert(service, false);
         }
+        for ((service, _), decision) in batch.announce.iter().zip(accepted) {
+            present.insert(service, decision.is_some());
+        }
+        let mut after = held;
+        for (service, keep) in present {
+            let holds = self
+                .table
+                .map
+                .get(service)
+                .is_some_and(|paths| paths.iter().any(|p| p.peer == slot));
+            match (holds, keep) {
+                (false, true) => after += 1,
+                (true, false) => after = after.saturating_sub(1),
+                _ => {}
+            }
+        }
+        after
     }
 
     /// Validates, loop-checks and rewrites one received attribute set.

@@ -24,6 +24,19 @@ use crate::table::{
 use crate::update::{BatchLimits, Message, UpdateBatch, UpdateError};
 use crate::Stats;
 
+/// About a century: what an interval too long to add to an `Instant` (such as
+/// `Duration::MAX`, "never") is cut to.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + d` without overflow: an instant too far to represent becomes
+/// [`FAR_FUTURE`] from `now` (or `now` itself, if even that cannot be held).
+/// Configured intervals come from operators and may be `Duration::MAX`.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE.min(d)))
+        .unwrap_or(now)
+}
+
 /// Router-wide settings.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -469,7 +482,7 @@ impl Router {
             return;
         }
         if keep {
-            peer.stale_until = Some(now + gr);
+            peer.stale_until = Some(later(now, gr));
         } else {
             peer.stale_until = None;
             peer.routes = 0;
@@ -529,9 +542,19 @@ impl Router {
             metric_moved.push(service.clone());
             Touch::Resort
         });
-        // A best path that stayed best still carries a new metric downstream.
+        // A best path via this peer that stayed best still carries a new metric
+        // downstream; a service whose best is via another peer exports exactly what
+        // it did, and one whose best moved is queued by `apply_changes`.
         for service in metric_moved {
-            self.mark_pending(now, &service, Some(slot), Some(slot));
+            let best_via_slot = self
+                .table
+                .map
+                .get(&service)
+                .and_then(|paths| crate::table::best_of(paths))
+                .is_some_and(|b| b.peer == slot);
+            if best_via_slot {
+                self.mark_pending(now, &service, Some(slot), Some(slot));
+            }
         }
         self.apply_changes(now, changes);
     }
@@ -613,6 +636,11 @@ impl Router {
                 changes.push((service.clone(), c));
             }
         }
+        // `services` comes from the manifest's hash set, in its random order; the
+        // outputs must come in an order fixed by the inputs alone. Only the
+        // changes are sorted: usually a manifest arrives before its routes and
+        // changes nothing.
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.apply_changes(now, changes);
     }
 

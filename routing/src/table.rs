@@ -227,7 +227,9 @@ impl Table {
 
     /// Applies `f` to every path of every service, re-sorting the lists that
     /// `f` reports as touched and dropping the entries it marks for removal
-    /// (by returning `false`). Returns the services whose best path changed.
+    /// (by returning `false`). Returns the services whose best path changed,
+    /// sorted by name: the map's iteration order depends on its random hash
+    /// seed, and the order of the router's outputs must not (lib.rs contract).
     pub(crate) fn update_all(
         &mut self,
         ranker: &Ranker<'_>,
@@ -270,6 +272,8 @@ impl Table {
             }
             !paths.is_empty()
         });
+        // Names are unique keys, so an unstable sort is deterministic.
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         changes
     }
 }

@@ -1,5 +1,6 @@
 //! Topology tests of the routing core, driven by the simulator.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use trellis_routing::{NodeId, PathHop, Relationship, ServiceName};
@@ -261,4 +262,121 @@ fn a_failure_report_counts_only_reachable_services() {
     assert!(f.phase.quiet);
     assert_eq!((f.phase.end.undelivered, f.phase.end.loops), (0, 0));
     assert_eq!(r.routes_per_node.min, 40);
+}
+
+/// (node, service) pairs.
+type Pairs = BTreeSet<(usize, ServiceName)>;
+
+/// Every node's walk for every service at every instant, the slow way: what
+/// the simulator's watch must find (after the same end-of-run filter).
+fn brute_force_watch(
+    s: &mut Sim,
+    services: &[ServiceName],
+    exclude: &ServiceName,
+) -> (Pairs, Pairs) {
+    let mut looped = BTreeSet::new();
+    let mut holed = BTreeSet::new();
+    let mut steps = 0;
+    while s.step() {
+        steps += 1;
+        assert!(steps < 100_000, "network never went quiet");
+        for service in services.iter().filter(|x| *x != exclude) {
+            for n in (0..s.ids().len()).filter(|n| s.alive(*n)) {
+                match walk(s, n, service) {
+                    Walk::Loop => {
+                        looped.insert((n, service.clone()));
+                    }
+                    Walk::BlackHole => {
+                        holed.insert((n, service.clone()));
+                    }
+                    Walk::Delivered { .. } | Walk::NoRoute => {}
+                }
+            }
+        }
+    }
+    let reachable =
+        |(n, x): &(usize, ServiceName)| matches!(walk(s, *n, x), Walk::Delivered { .. });
+    (
+        looped.into_iter().filter(reachable).collect(),
+        holed.into_iter().filter(reachable).collect(),
+    )
+}
+
+/// The watch counts every node whose traffic loops or is black-holed at any
+/// instant, including nodes upstream of the one whose route changed and nodes
+/// whose traffic flows into a loop without being on it: it matches walking
+/// every node at every instant.
+#[test]
+fn the_watch_sees_every_loop_and_black_hole_a_walk_of_every_node_sees() {
+    let mut totals = (0, 0);
+    for (shape, nodes, orgs, seed, fail) in [
+        (Shape::Random, 16, 1, 1, 3),
+        (Shape::Random, 20, 1, 7, 0),
+        (Shape::Grid, 16, 1, 2, 5),
+        (Shape::MultiOrg, 20, 3, 3, 4),
+        (Shape::MultiOrg, 24, 4, 9, 1),
+    ] {
+        let t = Topology::generate(shape, nodes, orgs, seed).unwrap();
+        let services: Vec<ServiceName> = (0..nodes).map(|i| svc(&format!("s{i}.a"))).collect();
+        let mut s = Sim::new(&t, LinkParams::default(), SimConfig::default());
+        s.start();
+        for (i, name) in services.iter().enumerate() {
+            s.originate(i, name.clone(), Duration::ZERO);
+        }
+        assert!(s.run(LONG));
+        let dead = services[fail].clone();
+        s.watch([dead.clone()].into());
+        s.fail_node(fail, Duration::ZERO);
+        let (looped, holed) = brute_force_watch(&mut s, &services, &dead);
+        let (w_looped, w_holed) = s.unwatch();
+        let w_looped: BTreeSet<_> = w_looped.into_iter().collect();
+        let w_holed: BTreeSet<_> = w_holed.into_iter().collect();
+        assert_eq!(w_looped, looped, "{shape} seed {seed}: looping pairs");
+        assert_eq!(w_holed, holed, "{shape} seed {seed}: black-holed pairs");
+        totals.0 += looped.len();
+        totals.1 += holed.len();
+    }
+    assert!(
+        totals.0 > 0 && totals.1 > 0,
+        "the cases exercise both: {totals:?}"
+    );
+}
+
+/// ```text
+/// A ── B ── C ── D       A originates books.a; D's long way round is
+///  \             |       A ─ E ─ F ─ G ─ D. The A–B link is cut.
+///   E ── F ── G ─┘
+/// ```
+/// Until B notices the cut, B, C and D send into the dead link; when B
+/// withdraws, C and D still point at B for one link delay. B's own traffic is
+/// refused at the source then (no route), but C's and D's is lost.
+#[test]
+fn nodes_upstream_of_a_lost_route_count_as_black_holed() {
+    let t = topo(
+        &["a/a", "a/b", "a/c", "a/d", "a/e", "a/f", "a/g"],
+        &[
+            (0, 1, Internal),
+            (1, 2, Internal),
+            (2, 3, Internal),
+            (0, 4, Internal),
+            (4, 5, Internal),
+            (5, 6, Internal),
+            (6, 3, Internal),
+        ],
+    );
+    let mut s = sim(&t);
+    s.originate(0, svc("books.a"), Duration::ZERO);
+    assert!(s.run(LONG));
+    assert_eq!(next_hop(&s, 3, "books.a").as_deref(), Some("a/c"));
+    s.watch(Default::default());
+    assert!(s.cut_link(0, 1, Duration::ZERO));
+    assert!(s.run(LONG));
+    let (looped, holed) = s.unwatch();
+    assert!(looped.is_empty(), "{looped:?}");
+    let holed: Vec<usize> = holed.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(holed, [1, 2, 3]);
+    assert!(matches!(
+        walk(&s, 1, &svc("books.a")),
+        Walk::Delivered { .. }
+    ));
 }

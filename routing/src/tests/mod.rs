@@ -1,5 +1,6 @@
 //! Router tests: a harness that drives one router and records its outputs.
 
+mod determinism;
 mod manifests;
 mod props;
 mod rules;

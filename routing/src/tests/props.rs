@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::decision::{compare, Candidate, Ingress};
+use crate::policy::{ImportDecision, RoutePolicy};
 use crate::route::Relationship::*;
 
 /// Peers of `a/r`: three internal, one of each external role.
@@ -22,6 +23,26 @@ const SERVICES: [&str; 3] = ["s0.z", "s1.z", "s2.z"];
 
 /// One announcement: (peer index, service index, extra org hops, metric, pref bump).
 type Ann = (usize, usize, usize, u32, bool);
+
+/// The community that [`BumpPref`] turns into a higher local preference.
+const BUMP: &str = "pref:bump";
+
+/// Import policy of the property tests: a route tagged [`BUMP`] gets local
+/// preference 200 instead of the peer's default 100, so the local-preference
+/// step of the decision process takes part.
+struct BumpPref;
+
+impl RoutePolicy for BumpPref {
+    fn import(&self, _: &NodeId, _: Relationship, _: &ServiceName, a: &Attrs) -> ImportDecision {
+        let bumped = a.communities.iter().any(|c| &**c == BUMP);
+        ImportDecision::Accept {
+            local_pref: bumped.then_some(200),
+        }
+    }
+    fn export(&self, _: &NodeId, _: Relationship, _: &ServiceName, _: &Attrs) -> bool {
+        true
+    }
+}
 
 fn route_attrs(peer: usize, org_hops: usize, metric: u32) -> Arc<Attrs> {
     let (id, role) = PEERS[peer];
@@ -41,6 +62,7 @@ fn route_attrs(peer: usize, org_hops: usize, metric: u32) -> Arc<Attrs> {
 
 fn network() -> H {
     let mut h = H::new("a/r");
+    h.r.set_policy(Box::new(BumpPref));
     for (id, role) in PEERS {
         let mut cfg = PeerConfig::new(n(id), role);
         cfg.link_cost = 1;
@@ -51,15 +73,16 @@ fn network() -> H {
 }
 
 fn apply(h: &mut H, ann: &Ann) {
-    let (peer, service, org_hops, metric, _) = *ann;
-    h.announce(
-        PEERS[peer].0,
-        SERVICES[service],
-        route_attrs(peer, org_hops, metric),
-    );
+    let (peer, service, org_hops, metric, bump) = *ann;
+    let mut a = route_attrs(peer, org_hops, metric);
+    if bump {
+        Arc::make_mut(&mut a).communities.push(BUMP.into());
+    }
+    h.announce(PEERS[peer].0, SERVICES[service], a);
 }
 
-fn rib(h: &H) -> Vec<(String, Option<String>, u64)> {
+/// Per service: next hop, metric, and the local preference of the best path.
+fn rib(h: &H) -> Vec<(String, Option<String>, u64, bool)> {
     SERVICES
         .iter()
         .map(|s| {
@@ -68,7 +91,8 @@ fn rib(h: &H) -> Vec<(String, Option<String>, u64)> {
                 s.to_string(),
                 b.as_ref()
                     .and_then(|b| b.next_hop.as_ref().map(|n| n.to_string())),
-                b.map_or(0, |b| b.metric),
+                b.as_ref().map_or(0, |b| b.metric),
+                b.is_some_and(|b| b.attrs.communities.iter().any(|c| &**c == BUMP)),
             )
         })
         .collect()
@@ -113,6 +137,23 @@ proptest! {
         let mut b = network();
         for x in &shuffled { apply(&mut b, x); }
         prop_assert_eq!(rib(&a), rib(&b));
+    }
+
+    /// A bumped local preference wins over every later step: when any path held
+    /// for a service is bumped, the best one is.
+    #[test]
+    fn a_bumped_local_preference_always_wins(list in anns()) {
+        let mut h = network();
+        let mut last: Vec<Ann> = Vec::new();
+        for a in &list {
+            apply(&mut h, a);
+            last.retain(|b| (b.0, b.1) != (a.0, a.1));
+            last.push(*a);
+        }
+        for (i, (_, _, _, best_bumped)) in rib(&h).into_iter().enumerate() {
+            let any_bumped = last.iter().any(|a| a.1 == i && a.4);
+            prop_assert_eq!(best_bumped, any_bumped, "service {}", SERVICES[i]);
+        }
     }
 
     /// Announcing again what is already held changes nothing and sends nothing.

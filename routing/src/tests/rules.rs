@@ -169,6 +169,89 @@ fn exceeding_max_routes_disconnects_and_drops_the_peers_paths() {
 }
 
 #[test]
+fn a_batch_over_max_routes_is_refused_before_anything_is_applied_or_sent() {
+    let mut h = H::new("a/r");
+    let mut cfg = PeerConfig::new(n("b/x"), Customer);
+    cfg.max_routes = Some(2);
+    h.peer_with(cfg);
+    h.peer("c/y", Customer);
+    h.manifest("z/o", 1, &["s1.z", "s2.z", "s3.z", "s4.z"]);
+    for s in ["s1.z", "s2.z"] {
+        h.announce("b/x", s, attrs("z/o", &["b", "z"], 1));
+    }
+    h.take();
+    // Two new services on top of the two held: over the limit of 2.
+    let batch = UpdateBatch {
+        attrs: vec![attrs("z/o", &["b", "z"], 1)],
+        announce: vec![(svc("s3.z"), 0), (svc("s4.z"), 0)],
+        withdraw: vec![],
+    };
+    h.input(Input::Update {
+        peer: n("b/x"),
+        batch,
+    });
+    // 1. The session is closed with the reason.
+    assert!(has_output(&h.out, |o| matches!(
+        o,
+        Output::Disconnect {
+            reason: DisconnectReason::MaxRoutes { limit: 2 },
+            ..
+        }
+    )));
+    assert_eq!(h.r.stats().max_routes_exceeded, 1);
+    // 2. Nothing of the refused batch was installed, reported or exported.
+    for s in ["s3.z", "s4.z"] {
+        assert!(
+            !has_output(&h.out, |o| matches!(
+                o,
+                Output::BestChanged { service, .. } if service.as_str() == s
+            )),
+            "{s} reported"
+        );
+        assert!(!h.announced_to("c/y").iter().any(|(x, _)| x == s));
+        assert!(!h.withdrawn_to("c/y").iter().any(|x| x == s));
+    }
+    // 3. The paths held before go with the session, as on any session loss.
+    for s in ["s1.z", "s2.z"] {
+        assert!(has_output(&h.out, |o| matches!(
+            o,
+            Output::BestChanged { service, best: None } if service.as_str() == s
+        )));
+    }
+    assert_eq!(h.r.services_known(), 0);
+    assert_eq!(h.r.peer_routes(&n("b/x")), 0);
+}
+
+#[test]
+fn a_batch_that_replaces_paths_within_max_routes_is_accepted() {
+    let mut h = H::new("a/r");
+    let mut cfg = PeerConfig::new(n("b/x"), Customer);
+    cfg.max_routes = Some(2);
+    h.peer_with(cfg);
+    h.manifest("z/o", 1, &["s1.z", "s2.z", "s3.z"]);
+    for s in ["s1.z", "s2.z"] {
+        h.announce("b/x", s, attrs("z/o", &["b", "z"], 1));
+    }
+    // Withdraws one and announces one (plus a re-announcement): still 2 paths.
+    let batch = UpdateBatch {
+        attrs: vec![attrs("z/o", &["b", "z"], 1)],
+        announce: vec![(svc("s3.z"), 0), (svc("s2.z"), 0)],
+        withdraw: vec![svc("s1.z")],
+    };
+    h.input(Input::Update {
+        peer: n("b/x"),
+        batch,
+    });
+    assert!(!has_output(&h.out, |o| matches!(
+        o,
+        Output::Disconnect { .. }
+    )));
+    assert_eq!(h.r.peer_routes(&n("b/x")), 2);
+    assert_eq!(h.best_hop("s3.z").as_deref(), Some("b/x"));
+    assert_eq!(h.best_hop("s1.z"), None);
+}
+
+#[test]
 fn a_route_is_valid_only_once_its_origins_manifest_lists_it() {
     let mut h = H::new("a/r");
     h.peer("a/p1", Internal);
@@ -433,6 +516,94 @@ fn a_higher_link_cost_moves_traffic_to_the_other_path() {
         cost: 1000,
     });
     assert_eq!(h.best_hop("books.z").as_deref(), Some("a/p2"));
+}
+
+#[test]
+fn a_link_cost_change_re_announces_only_services_whose_best_path_is_affected() {
+    let mut h = H::new("a/r");
+    for p in ["a/p1", "a/p2", "a/p3"] {
+        h.peer(p, Internal);
+    }
+    h.manifest("z/o", 1, &["s1.z", "s2.z"]);
+    // s1 is best via p1; s2 is best via p2, and p1 has a worse path for it.
+    h.announce("a/p1", "s1.z", attrs("z/o", &["a/p1", "z"], 5));
+    h.announce("a/p2", "s1.z", attrs("z/o", &["a/p2", "z"], 50));
+    h.announce("a/p2", "s2.z", attrs("z/o", &["a/p2", "z"], 5));
+    h.announce("a/p1", "s2.z", attrs("z/o", &["a/p1", "z"], 50));
+    h.take();
+
+    // 1. A small change: both bests stay; only s1 (via p1) carries a new metric.
+    h.input(Input::LinkCost {
+        peer: n("a/p1"),
+        cost: 20,
+    });
+    assert_eq!(h.best_hop("s1.z").as_deref(), Some("a/p1"));
+    assert_eq!(h.best_hop("s2.z").as_deref(), Some("a/p2"));
+    for p in ["a/p2", "a/p3"] {
+        let sent = h.announced_to(p);
+        assert_eq!(sent.len(), 1, "to {p}: {sent:?}");
+        assert_eq!(sent[0].0, "s1.z");
+        assert_eq!(sent[0].1.metric, 25, "5 announced + link cost 20");
+    }
+    assert!(
+        h.batches_to("a/p1").is_empty(),
+        "split horizon for s1, s2 untouched"
+    );
+    assert!(!has_output(&h.out, |o| matches!(
+        o,
+        Output::BestChanged { .. }
+    )));
+    h.take();
+
+    // 2. A large change moves s1 to p2; s2 is still not re-announced to anyone.
+    h.input(Input::LinkCost {
+        peer: n("a/p1"),
+        cost: 1000,
+    });
+    assert_eq!(h.best_hop("s1.z").as_deref(), Some("a/p2"));
+    for p in ["a/p1", "a/p2", "a/p3"] {
+        assert!(
+            !h.announced_to(p).iter().any(|(s, _)| s == "s2.z"),
+            "s2 re-announced to {p}"
+        );
+        assert!(!h.withdrawn_to(p).iter().any(|s| s == "s2.z"));
+    }
+    assert!(h.announced_to("a/p3").iter().any(|(s, _)| s == "s1.z"));
+    assert!(h.announced_to("a/p1").iter().any(|(s, _)| s == "s1.z"));
+    assert_eq!(h.withdrawn_to("a/p2"), vec!["s1.z".to_string()]);
+}
+
+#[test]
+fn duration_max_timers_do_not_overflow() {
+    let mut cfg = RouterConfig::new(n("a/r"));
+    cfg.mrai = Duration::MAX;
+    cfg.graceful_restart = Duration::MAX;
+    let mut h = H::with_config(cfg);
+    let mut gr = PeerConfig::new(n("a/p1"), Internal);
+    gr.graceful_restart = true;
+    h.peer_with(gr);
+    h.peer("a/p2", Internal);
+    h.manifest("z/o", 1, &["s1.z"]);
+    h.take();
+    // 1. An announcement after the full-table dump waits for an MRAI that never ends.
+    h.announce("a/p1", "s1.z", attrs("z/o", &["a/p1", "z"], 5));
+    assert!(h.batches_to("a/p2").is_empty());
+    let wake = h.r.poll_timeout().unwrap();
+    assert!(wake > h.now + Duration::from_secs(365 * 24 * 3600));
+    // 2. A graceful session loss keeps the path as stale with a window that never ends.
+    h.input(Input::SessionDown {
+        peer: n("a/p1"),
+        graceful: true,
+    });
+    assert!(h.r.paths(&svc("s1.z"))[0].stale);
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(h.best_hop("s1.z").as_deref(), Some("a/p1"));
+    assert_eq!(h.r.stats().graceful_restart_expired, 0);
+    // 3. End-of-table purges it; the withdrawal is not paced, so it leaves now.
+    h.input(Input::SessionUp { peer: n("a/p1") });
+    h.input(Input::EndOfTable { peer: n("a/p1") });
+    assert_eq!(h.best_hop("s1.z"), None);
+    assert_eq!(h.withdrawn_to("a/p2"), vec!["s1.z".to_string()]);
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! The event loop of the simulator.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use trellis_routing::{
     Input, Message, NodeId, Output, PeerConfig, ProtocolHint, Router, RouterConfig, ServiceName,
 };
 
-use super::check::{trace, walk, Walk};
+use super::check::{classify, walk, Walk};
 use super::SimSigs;
 use crate::rng::Rng;
 use crate::topology::{mirror, Topology};
@@ -155,10 +155,67 @@ pub type Sighting = (usize, ServiceName);
 /// Loops and black holes seen while watching.
 #[derive(Debug, Default)]
 struct Watch {
-    changed: BTreeSet<(usize, ServiceName)>,
+    /// Per service, the nodes whose forwarding may have changed since the
+    /// last check (their best route changed, or their next hop died).
+    changed: BTreeMap<ServiceName, BTreeSet<usize>>,
     exclude: HashSet<ServiceName>,
     looped: HashSet<(usize, ServiceName)>,
     holed: HashSet<(usize, ServiceName)>,
+}
+
+/// No next hop: no route, or the node originates the service.
+const NO_HOP: u32 = u32::MAX;
+
+/// Each node's next hop for one service, as its last `BestChanged` said,
+/// and the reverse: which nodes forward to each node.
+struct Forwarding {
+    next: Vec<u32>,
+    upstream: Vec<Vec<u32>>,
+}
+
+impl Forwarding {
+    fn new(n: usize) -> Self {
+        Self {
+            next: vec![NO_HOP; n],
+            upstream: vec![Vec::new(); n],
+        }
+    }
+
+    fn set(&mut self, node: usize, hop: u32) {
+        let old = std::mem::replace(&mut self.next[node], hop);
+        if old == hop {
+            return;
+        }
+        if let Some(up) = self.upstream.get_mut(old as usize) {
+            if let Some(i) = up.iter().position(|u| *u as usize == node) {
+                up.swap_remove(i);
+            }
+        }
+        if let Some(up) = self.upstream.get_mut(hop as usize) {
+            up.push(node as u32);
+        }
+    }
+
+    /// `from` and every node whose next-hop chain reaches one of them.
+    fn upstream_closure(&self, from: &BTreeSet<usize>) -> Vec<usize> {
+        let mut seen = vec![false; self.next.len()];
+        let mut out: Vec<usize> = Vec::new();
+        for &x in from {
+            if x < seen.len() && !std::mem::replace(&mut seen[x], true) {
+                out.push(x);
+            }
+        }
+        let mut i = 0;
+        while i < out.len() {
+            for &u in &self.upstream[out[i]] {
+                if !std::mem::replace(&mut seen[u as usize], true) {
+                    out.push(u as usize);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
 }
 
 /// N routers, their links, and a virtual clock.
@@ -178,10 +235,14 @@ pub struct Sim {
     next_tick: Vec<Option<u64>>,
     counters: Counters,
     watch: Option<Watch>,
+    /// Forwarding per service, kept whether or not anyone watches, so a
+    /// watch can find the nodes upstream of a change.
+    forwarding: HashMap<ServiceName, Forwarding>,
 }
 
+/// Microseconds, saturating (a timer of `Duration::MAX` must not wrap around).
 fn us(d: Duration) -> u64 {
-    d.as_micros() as u64
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Sim {
@@ -251,6 +312,7 @@ impl Sim {
             next_tick: vec![None; n],
             counters: Counters::default(),
             watch: None,
+            forwarding: HashMap::new(),
         }
     }
 
@@ -342,17 +404,23 @@ impl Sim {
 
     /// Schedules node `i` to originate `service` after `delay`.
     pub fn originate(&mut self, i: usize, service: ServiceName, delay: Duration) {
-        self.push(self.now + us(delay), Ev::Originate { node: i, service });
+        self.push(
+            self.now.saturating_add(us(delay)),
+            Ev::Originate { node: i, service },
+        );
     }
 
     /// Schedules node `i` to stop originating `service` after `delay`.
     pub fn withdraw(&mut self, i: usize, service: ServiceName, delay: Duration) {
-        self.push(self.now + us(delay), Ev::Withdraw { node: i, service });
+        self.push(
+            self.now.saturating_add(us(delay)),
+            Ev::Withdraw { node: i, service },
+        );
     }
 
     /// Schedules the failure of node `i` after `delay`.
     pub fn fail_node(&mut self, i: usize, delay: Duration) {
-        self.push(self.now + us(delay), Ev::FailNode { node: i });
+        self.push(self.now.saturating_add(us(delay)), Ev::FailNode { node: i });
     }
 
     /// Schedules a cut of the link `a`–`b` after `delay`; false if no such link.
@@ -360,7 +428,7 @@ impl Sim {
         let Some(&link) = self.adj.get(&(a, b)) else {
             return false;
         };
-        self.push(self.now + us(delay), Ev::Cut { link });
+        self.push(self.now.saturating_add(us(delay)), Ev::Cut { link });
         true
     }
 
@@ -369,7 +437,7 @@ impl Sim {
         let Some(&link) = self.adj.get(&(a, b)) else {
             return false;
         };
-        self.push(self.now + us(delay), Ev::Heal { link });
+        self.push(self.now.saturating_add(us(delay)), Ev::Heal { link });
         true
     }
 
@@ -402,7 +470,7 @@ impl Sim {
     /// Runs events until none is left or virtual time passes `limit`.
     /// Returns whether the network went quiet.
     pub fn run(&mut self, limit: Duration) -> bool {
-        let limit = self.now + us(limit);
+        let limit = self.now.saturating_add(us(limit));
         while let Some(top) = self.queue.peek() {
             if top.at > limit {
                 self.check_watch();
@@ -416,6 +484,16 @@ impl Sim {
             self.dispatch(q.ev);
         }
         self.check_watch();
+        true
+    }
+
+    /// Runs every event of the next instant that has one (and the watch's
+    /// check after it); false if no event is left.
+    pub fn step(&mut self) -> bool {
+        let Some(at) = self.queue.peek().map(|q| q.at) else {
+            return false;
+        };
+        self.run(Duration::from_micros(at.saturating_sub(self.now)));
         true
     }
 
@@ -483,7 +561,10 @@ impl Sim {
                 if !std::mem::replace(&mut self.alive[node], false) {
                     return;
                 }
-                let detect = self.now + us(self.cfg.detect);
+                // Whoever forwards to it black-holes from now on, before any
+                // route changes: a watch has to look at them.
+                self.next_hop_died(|_, hop| hop == node);
+                let detect = self.now.saturating_add(us(self.cfg.detect));
                 for i in 0..self.links.len() {
                     let (a, b) = (self.links[i].a, self.links[i].b);
                     if a == node || b == node {
@@ -506,7 +587,8 @@ impl Sim {
                 }
                 l.epoch += 1;
                 let (a, b) = (l.a, l.b);
-                let detect = self.now + us(self.cfg.detect);
+                self.next_hop_died(|from, hop| (from, hop) == (a, b) || (from, hop) == (b, a));
+                let detect = self.now.saturating_add(us(self.cfg.detect));
                 self.push(detect, Ev::Down { node: a, peer: b });
                 self.push(detect, Ev::Down { node: b, peer: a });
             }
@@ -517,7 +599,9 @@ impl Sim {
                 }
                 l.epoch += 1;
                 // One round trip for the handshake.
-                let at = self.now + 2 * us(l.params.delay);
+                let at = self
+                    .now
+                    .saturating_add(us(l.params.delay).saturating_mul(2));
                 self.schedule_up(link, at);
             }
         }
@@ -551,7 +635,7 @@ impl Sim {
                 // The peer sees the close after one link delay; no redial.
                 if let Some(&to) = self.index.get(&peer) {
                     if let Some(&link) = self.adj.get(&(node, to)) {
-                        let at = self.now + us(self.links[link].params.delay);
+                        let at = self.now.saturating_add(us(self.links[link].params.delay));
                         self.push(
                             at,
                             Ev::Down {
@@ -562,11 +646,24 @@ impl Sim {
                     }
                 }
             }
-            Output::BestChanged { service, .. } => {
+            Output::BestChanged { service, best } => {
                 self.counters.best_changes += 1;
                 self.counters.last_change_us = self.now;
+                let hop = best
+                    .and_then(|b| b.next_hop)
+                    .and_then(|id| self.index.get(&id))
+                    .map_or(NO_HOP, |i| *i as u32);
+                let n = self.routers.len();
+                match self.forwarding.get_mut(&service) {
+                    Some(f) => f.set(node, hop),
+                    None => {
+                        let mut f = Forwarding::new(n);
+                        f.set(node, hop);
+                        self.forwarding.insert(service.clone(), f);
+                    }
+                }
                 if let Some(w) = self.watch.as_mut() {
-                    w.changed.insert((node, service));
+                    w.changed.entry(service).or_default().insert(node);
                 }
             }
             Output::ManifestRejected { .. } => {}
@@ -596,11 +693,11 @@ impl Sim {
             return;
         }
         let delay = us(params.delay);
-        let rto = (3 * delay).max(20_000);
-        let mut at = self.now + delay;
+        let rto = delay.saturating_mul(3).max(20_000);
+        let mut at = self.now.saturating_add(delay);
         let mut losses = 0;
         while params.loss > 0.0 && losses < 16 && self.rng.unit() < params.loss {
-            at += rto;
+            at = at.saturating_add(rto);
             losses += 1;
         }
         let dir = usize::from(from != self.links[link].a);
@@ -618,48 +715,63 @@ impl Sim {
         );
     }
 
-    /// Walks the forwarding path of every (node, service) whose best route
-    /// changed since the last check, and records every node on a loop or on
-    /// the way into a black hole.
+    /// Marks, for a watch, every node whose next hop for some service is gone
+    /// (`dead(node, next_hop)`), though its best route has not changed yet.
+    fn next_hop_died(&mut self, dead: impl Fn(usize, usize) -> bool) {
+        let Some(w) = self.watch.as_mut() else {
+            return;
+        };
+        for (service, f) in &self.forwarding {
+            for (node, &hop) in f.next.iter().enumerate() {
+                if hop != NO_HOP && dead(node, hop as usize) {
+                    w.changed.entry(service.clone()).or_default().insert(node);
+                }
+            }
+        }
+    }
+
+    /// Walks the forwarding path of every node whose forwarding for a service
+    /// may have changed since the last check: the nodes whose best route
+    /// changed (or whose next hop died) and every node whose next-hop chain
+    /// passes one of them (found through the reverse next-hop index, so a
+    /// node that still points at a neighbour that just lost its route is
+    /// walked too). Records every node whose traffic loops (on the cycle or
+    /// flowing into it) or is black-holed.
     fn check_watch(&mut self) {
         let Some(mut w) = self.watch.take() else {
             return;
         };
         let changed = std::mem::take(&mut w.changed);
+        let mut fates = HashMap::new();
         let mut chain = Vec::new();
-        for (node, service) in changed {
-            if self.alive[node] && !w.exclude.contains(&service) {
-                self.record(&mut w, node, &service, &mut chain);
+        for (service, nodes) in changed {
+            if w.exclude.contains(&service) {
+                continue;
             }
+            let starts = match self.forwarding.get(&service) {
+                Some(f) => f.upstream_closure(&nodes),
+                None => nodes.into_iter().collect(),
+            };
+            let alive = starts.into_iter().filter(|n| self.alive[*n]);
+            fates.clear();
+            classify(self, &service, alive, &mut fates, &mut chain);
+            Self::record(&mut w, &service, &fates);
         }
         self.watch = Some(w);
     }
 
-    fn record(&self, w: &mut Watch, node: usize, service: &ServiceName, chain: &mut Vec<usize>) {
-        match trace(self, node, service, chain) {
-            Walk::Loop => {
-                // The chain ends where it re-enters the cycle.
-                let Some(last) = chain.last().copied() else {
-                    return;
-                };
-                let next = self
-                    .router(last)
-                    .resolve(service)
-                    .and_then(|(_, b)| b.next_hop);
-                let start = next
-                    .and_then(|n| self.index_of(&n))
-                    .and_then(|n| chain.iter().position(|c| *c == n))
-                    .unwrap_or(0);
-                for n in &chain[start..] {
-                    w.looped.insert((*n, service.clone()));
+    /// Records the looping and black-holed nodes among `fates`.
+    fn record(w: &mut Watch, service: &ServiceName, fates: &HashMap<usize, Walk>) {
+        for (node, fate) in fates {
+            match fate {
+                Walk::Loop => {
+                    w.looped.insert((*node, service.clone()));
                 }
-            }
-            Walk::BlackHole => {
-                for n in chain.iter() {
-                    w.holed.insert((*n, service.clone()));
+                Walk::BlackHole => {
+                    w.holed.insert((*node, service.clone()));
                 }
+                Walk::Delivered { .. } | Walk::NoRoute => {}
             }
-            Walk::Delivered { .. } | Walk::NoRoute => {}
         }
     }
 
@@ -669,14 +781,16 @@ impl Sim {
         let Some(mut w) = self.watch.take() else {
             return;
         };
+        let mut fates = HashMap::new();
         let mut chain = Vec::new();
         for service in services {
             if w.exclude.contains(service) {
                 continue;
             }
-            for node in (0..self.routers.len()).filter(|n| self.alive[*n]) {
-                self.record(&mut w, node, service, &mut chain);
-            }
+            fates.clear();
+            let alive = (0..self.routers.len()).filter(|n| self.alive[*n]);
+            classify(self, service, alive, &mut fates, &mut chain);
+            Self::record(&mut w, service, &fates);
         }
         self.watch = Some(w);
     }
