@@ -33,9 +33,9 @@ enum Cmd {
         /// Nodes (built-in topologies).
         #[arg(long, default_value_t = 5)]
         nodes: usize,
-        /// Orgs (multi-org).
-        #[arg(long, default_value_t = 3)]
-        orgs: usize,
+        /// Orgs (multi-org only; default 3).
+        #[arg(long)]
+        orgs: Option<usize>,
         /// Seed (random topologies, emulated loss).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -102,7 +102,7 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LinkOp {
-    /// Set delay, jitter, loss and rate of the link A–B.
+    /// Change delay, jitter, loss, bursty loss or rate of the link A–B (flags not given keep their values).
     Set {
         /// One end (node id).
         a: String,
@@ -117,9 +117,13 @@ enum LinkOp {
         /// Loss, e.g. 5%.
         #[arg(long)]
         loss: Option<String>,
-        /// Bandwidth cap, e.g. 1mbit.
+        /// Bandwidth cap, e.g. 1mbit, or off.
         #[arg(long)]
         rate: Option<String>,
+        /// Gilbert–Elliott bursty loss: P_ENTER,P_LEAVE,LOSS_IN_BAD (chance per datagram
+        /// to enter the bad state, to leave it, loss while in it), e.g. 1%,30%,50%; or off.
+        #[arg(long)]
+        burst: Option<String>,
     },
     /// Cut the link A–B.
     Cut {
@@ -157,9 +161,9 @@ struct SimArgs {
     /// line, ring, star, grid, mesh, random or multi-org.
     #[arg(long, default_value = "random")]
     topology: Shape,
-    /// Orgs in a multi-org topology.
-    #[arg(long, default_value_t = 3)]
-    orgs: usize,
+    /// Orgs in a multi-org topology (default 3).
+    #[arg(long)]
+    orgs: Option<usize>,
     /// Seed of the topology and of loss draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -206,17 +210,31 @@ fn millis(name: &str, v: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(v / 1000.0))
 }
 
+/// `--orgs`: only for multi-org, at least 2; 3 when not given.
+fn orgs_for(topology: &str, orgs: Option<usize>) -> Result<usize> {
+    let multi_org = topology == "multi-org";
+    match orgs {
+        None => Ok(3),
+        Some(k) if !multi_org => {
+            bail!("--orgs {k} applies only to --topology multi-org, not {topology}")
+        }
+        Some(k) if k < 2 => bail!("--orgs {k}: a multi-org topology needs at least 2 orgs"),
+        Some(k) => Ok(k),
+    }
+}
+
 fn sim(a: SimArgs) -> Result<ExitCode> {
     if !(2..=100_000).contains(&a.nodes) {
         bail!("--nodes {} must be between 2 and 100000", a.nodes);
     }
+    let orgs = orgs_for(&a.topology.to_string(), a.orgs)?;
     let fail_node = match &a.fail_node {
         None => None,
         Some(x) => Some(match x.parse::<usize>() {
             Ok(i) => i,
             Err(_) => {
                 let topo = trellis_testbed::topology::Topology::generate(
-                    a.topology, a.nodes, a.orgs, a.seed,
+                    a.topology, a.nodes, orgs, a.seed,
                 )
                 .map_err(anyhow::Error::msg)?;
                 topo.nodes
@@ -229,7 +247,7 @@ fn sim(a: SimArgs) -> Result<ExitCode> {
     let opts = SimOptions {
         nodes: a.nodes,
         shape: a.topology,
-        orgs: a.orgs,
+        orgs,
         seed: a.seed,
         link: LinkParams {
             delay: millis("link-delay-ms", a.link_delay_ms)?,
@@ -270,6 +288,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             seed,
             dir,
         } => {
+            let orgs = orgs_for(&topology, orgs)?;
             commands::up(&topology, nodes, orgs, seed, &dir).map_err(msg)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -294,15 +313,17 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
                     jitter,
                     loss,
                     rate,
+                    burst,
                 } => {
-                    let imp = commands::impairment(
-                        delay.as_deref(),
-                        jitter.as_deref(),
-                        loss.as_deref(),
-                        rate.as_deref(),
-                    )
+                    let imp = commands::impairment(&commands::LinkFlags {
+                        delay: delay.as_deref(),
+                        jitter: jitter.as_deref(),
+                        loss: loss.as_deref(),
+                        rate: rate.as_deref(),
+                        burst: burst.as_deref(),
+                    })
                     .map_err(msg)?;
-                    serde_json::json!({"op": "set", "a": a, "b": b, "impairment": imp})
+                    serde_json::json!({"op": "update", "a": a, "b": b, "impairment": imp})
                 }
                 LinkOp::Cut { a, b } => serde_json::json!({"op": "cut", "a": a, "b": b}),
                 LinkOp::Heal { a, b } => serde_json::json!({"op": "heal", "a": a, "b": b}),

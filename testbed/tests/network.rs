@@ -27,6 +27,12 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
+/// Whether `pid` is a running `trellis-testbed` process.
+fn ours(pid: u64) -> bool {
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmd).contains("trellis-testbed")
+}
+
 #[test]
 fn up_status_link_and_down_manage_a_running_network() {
     let dir = scratch("testbed-up");
@@ -60,11 +66,24 @@ fn up_status_link_and_down_manage_a_running_network() {
     );
     assert_eq!(status["emulator_running"], true);
 
-    // 2. Links change at runtime.
+    // 2. Links change at runtime; flags not given keep their values.
     let set = json(&testbed(&[
         "link", "set", "a/n0", "a/n1", "--delay", "20ms", "--loss", "1%", "--dir", d,
     ]));
     assert_eq!(set["impairment"]["delay_ms"], 20.0);
+    let burst = json(&testbed(&[
+        "link",
+        "set",
+        "a/n0",
+        "a/n1",
+        "--burst",
+        "1%,30%,50%",
+        "--dir",
+        d,
+    ]));
+    assert_eq!(burst["impairment"]["delay_ms"], 20.0, "{burst}");
+    assert_eq!(burst["impairment"]["loss"], 0.01, "{burst}");
+    assert_eq!(burst["impairment"]["burst"]["loss_in_bad"], 0.5, "{burst}");
     let cut = json(&testbed(&["link", "cut", "a/n0", "a/n1", "--dir", d]));
     assert_eq!(cut["cut"], true);
     let heal = json(&testbed(&["link", "heal", "a/n0", "a/n1", "--dir", d]));
@@ -75,23 +94,25 @@ fn up_status_link_and_down_manage_a_running_network() {
         "a/n0 and a/n2 share no link in a line"
     );
 
-    // 3. down stops every process it started and keeps the dir.
+    // 3. down stops every process it started (nodes, authorities, the emulator) and
+    // keeps the dir.
+    let mut pids: Vec<u64> = nodes.iter().filter_map(|n| n["pid"].as_u64()).collect();
+    let authorities = status["authorities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    pids.extend(authorities.iter().filter_map(|a| a["pid"].as_u64()));
+    pids.extend(status["emulator_pid"].as_u64());
+    assert_eq!(pids.len(), 3 + 1 + 1, "{status}");
+    assert!(pids.iter().all(|&p| ours(p)), "{status}");
     let down = testbed(&["down", "--dir", d]);
     assert!(
         down.status.success(),
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
-    for n in &nodes {
-        let pid = n["pid"].as_u64().expect("pid");
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists() || {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                !String::from_utf8_lossy(&cmd).contains("trellis-testbed")
-            },
-            "{} still runs",
-            n["node"]
-        );
+    for pid in pids {
+        assert!(!ours(pid), "{pid} still runs: {status}");
     }
     assert!(
         dir.join("nodes").exists(),
@@ -116,4 +137,104 @@ fn an_unknown_scenario_is_refused() {
     let out = testbed(&["scenario", "nonsense"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario"));
+}
+
+#[test]
+fn orgs_that_cannot_apply_are_refused() {
+    let dir = scratch("testbed-orgs");
+    let d = dir.to_str().expect("path");
+    let ring = testbed(&["up", "--topology", "ring", "--orgs", "4", "--dir", d]);
+    assert_eq!(ring.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&ring.stderr).contains("only to --topology multi-org"));
+    let one = testbed(&[
+        "sim",
+        "--topology",
+        "multi-org",
+        "--orgs",
+        "1",
+        "--nodes",
+        "6",
+    ]);
+    assert_eq!(one.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&one.stderr).contains("at least 2 orgs"));
+    assert!(!dir.join("state.json").exists(), "nothing was started");
+}
+
+#[test]
+fn three_orgs_converge_with_every_node_reaching_every_service_across_orgs() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/three-orgs.toml");
+    let out = testbed(&[
+        "scenario",
+        "converge",
+        "--topology",
+        file.to_str().expect("path"),
+        "--json",
+    ]);
+    let report = json(&out);
+    assert_eq!(report["ok"], true, "{report}");
+    // 9 nodes × 9 services, the cross-org ones included: the file's relations let
+    // every node reach every service under valley-free export.
+    let reach = &report["invariants"][0];
+    assert_eq!(reach["held"], true, "{report}");
+    assert_eq!(
+        reach["detail"], "81 pairs delivered, 0 withheld by valley-free export",
+        "{report}"
+    );
+}
+
+#[test]
+fn the_flap_scenario_really_flaps_and_the_network_recovers() {
+    let report = json(&testbed(&["scenario", "flap", "--nodes", "3", "--json"]));
+    assert_eq!(report["ok"], true, "{report}");
+    let applied = report["invariants"]
+        .as_array()
+        .and_then(|i| {
+            i.iter().find(|i| {
+                i["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("flap was applied"))
+            })
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(applied["held"], true, "{report}");
+    let phases = report["phases"].as_array().cloned().unwrap_or_default();
+    assert_eq!(phases.len(), 2, "{report}");
+    assert!(
+        phases[0]["black_hole_samples"].as_u64() > Some(0),
+        "cutting node 0 off leaves black holes while flapping: {report}"
+    );
+    assert!(phases[1]["reached_ms"].as_u64().is_some(), "{report}");
+}
+
+#[test]
+fn a_failed_up_stops_what_it_started_and_leaves_its_pids_on_record() {
+    let dir = scratch("testbed-up-fails");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // A plain file where the emulator's control socket goes: the emulator refuses to
+    // start, after the authority and the emulator process were spawned.
+    std::fs::write(dir.join("control.sock"), "").expect("write");
+    let d = dir.to_str().expect("path");
+    let up = testbed(&["up", "--topology", "line", "--nodes", "2", "--dir", d]);
+    assert_eq!(up.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(stderr.contains("stopped"), "{stderr}");
+    let text = std::fs::read_to_string(dir.join("state.down.json")).expect("state kept");
+    let state: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let mut pids: Vec<u64> = state["authorities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["pid"].as_u64())
+        .collect();
+    pids.extend(state["emulator_pid"].as_u64());
+    assert_eq!(
+        pids.len(),
+        2,
+        "authority and emulator were recorded: {state}"
+    );
+    for pid in pids {
+        assert!(!ours(pid), "{pid} still runs");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,11 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use trellis_daemon::admin::{client, Request, TokenCreated};
 use trellis_routing::Relationship;
 
 use super::emulator::{self, Hub, Impairment, Link, Relay};
+pub use super::state::{free_ports, AuthorityState, LinkState, NodeState, State};
 use crate::topology::mirror;
 use crate::topology_file::TopologyFile;
 
@@ -47,119 +47,6 @@ impl Default for Timers {
             trust_refresh_secs: 2,
         }
     }
-}
-
-/// An authority as recorded.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AuthorityState {
-    /// Org.
-    pub org: String,
-    /// Data dir.
-    pub dir: PathBuf,
-    /// Enrollment port on 127.0.0.1.
-    pub port: u16,
-    /// Process id while running.
-    pub pid: Option<u32>,
-}
-
-/// A node as recorded.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NodeState {
-    /// Node id.
-    pub id: String,
-    /// Data dir.
-    pub dir: PathBuf,
-    /// QUIC port on 127.0.0.1.
-    pub port: u16,
-    /// Process id while running.
-    pub pid: Option<u32>,
-}
-
-/// A link as recorded: `a` dials `b` at `relay_ab`, `b` dials `a` at `relay_ba`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LinkState {
-    /// One end (node index).
-    pub a: usize,
-    /// The other end.
-    pub b: usize,
-    /// Relay port a → b.
-    pub relay_ab: u16,
-    /// Relay port b → a.
-    pub relay_ba: u16,
-    /// Impairment at start.
-    pub impairment: Impairment,
-}
-
-/// Everything `status` and `down` need.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct State {
-    /// Network dir.
-    pub dir: PathBuf,
-    /// Authorities.
-    pub authorities: Vec<AuthorityState>,
-    /// Nodes.
-    pub nodes: Vec<NodeState>,
-    /// Links.
-    pub links: Vec<LinkState>,
-    /// The background emulator process (`up` only).
-    pub emulator_pid: Option<u32>,
-}
-
-impl State {
-    /// Reads `DIR/state.json`.
-    pub fn load(dir: &Path) -> Result<Self, String> {
-        let path = dir.join("state.json");
-        let text = fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (is a testbed up in this dir?)", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Writes `DIR/state.json`.
-    pub fn save(&self) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        fs::write(self.dir.join("state.json"), text).map_err(|e| format!("state.json: {e}"))
-    }
-
-    /// Index of a node by id.
-    pub fn node_index(&self, id: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.id == id)
-    }
-}
-
-/// `n` distinct free UDP ports on 127.0.0.1, taken below the kernel's ephemeral range so
-/// that no socket bound to port 0 (a relay's upstream side, a joining node) can take one
-/// between this choice and the process that binds it.
-pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-        .unwrap_or(32_768);
-    let (first, last) = (10_000u16, low.saturating_sub(1));
-    if last <= first {
-        return Err("no port range below the ephemeral ports".into());
-    }
-    let span = u32::from(last - first);
-    let start = (std::process::id().wrapping_mul(7919)) % span;
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for k in 0..span {
-        if ports.len() == n {
-            break;
-        }
-        let port = first + u16::try_from((start + k) % span).unwrap_or(0);
-        if let Ok(socket) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
-            held.push(socket);
-            ports.push(port);
-        }
-    }
-    if ports.len() < n {
-        return Err(format!("only {} free ports below {low}", ports.len()));
-    }
-    Ok(ports)
 }
 
 fn role_name(role: Relationship) -> &'static str {
@@ -290,15 +177,27 @@ impl Cluster {
                 joins.push((node.as_str().to_owned(), child));
             }
         }
+        let mut failed = None;
         for (id, mut child) in joins {
-            let status = child.wait().map_err(|e| format!("join {id}: {e}"))?;
-            if !status.success() {
-                return Err(format!(
-                    "{id} could not join (see {}/logs/join-{}.log)",
-                    dir.display(),
-                    id.replace('/', "-")
-                ));
+            if failed.is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
             }
+            match child.wait() {
+                Ok(status) if status.success() => {}
+                Ok(_) => {
+                    failed = Some(format!(
+                        "{id} could not join (see {}/logs/join-{}.log)",
+                        dir.display(),
+                        id.replace('/', "-")
+                    ))
+                }
+                Err(e) => failed = Some(format!("join {id}: {e}")),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let mut ports = free_ports(t.nodes.len() + 2 * t.links.len())?.into_iter();
         let mut next_port = || ports.next().ok_or_else(|| "ran out of ports".to_owned());
@@ -352,18 +251,19 @@ impl Cluster {
             return Err(format!("authority init {org} failed"));
         }
         let port = free_ports(1)?.first().copied().ok_or("no free port")?;
-        let mut state = AuthorityState {
+        self.state.authorities.push(AuthorityState {
             org: org.to_owned(),
             dir,
             port,
             pid: None,
-        };
-        self.run_authority(&mut state)?;
-        self.state.authorities.push(state);
-        Ok(())
+        });
+        self.run_authority(org)
     }
 
-    fn run_authority(&mut self, state: &mut AuthorityState) -> Result<(), String> {
+    /// Starts the recorded authority of `org`, records its pid in `state.json` at once,
+    /// then waits until it answers.
+    fn run_authority(&mut self, org: &str) -> Result<(), String> {
+        let state = self.authority(org)?.clone();
         let child = self
             .trellisd()
             .args(["authority", "run", "--listen"])
@@ -375,8 +275,12 @@ impl Cluster {
             .stderr(log_file(&self.state.dir, &format!("auth-{}", state.org))?)
             .spawn()
             .map_err(|e| format!("authority run {}: {e}", state.org))?;
-        state.pid = Some(child.id());
+        let pid = child.id();
         self.children.insert(format!("auth:{}", state.org), child);
+        if let Some(a) = self.state.authorities.iter_mut().find(|a| a.org == org) {
+            a.pid = Some(pid);
+        }
+        self.state.save()?;
         let socket = state.dir.join("admin.sock");
         if !wait_until(Duration::from_secs(20), || {
             client::call(&socket, &Request::Status).is_ok()
@@ -399,12 +303,7 @@ impl Cluster {
 
     /// Starts the authority of `org` again.
     pub fn restart_authority(&mut self, org: &str) -> Result<(), String> {
-        let mut state = self.authority(org)?.clone();
-        self.run_authority(&mut state)?;
-        if let Some(a) = self.state.authorities.iter_mut().find(|a| a.org == org) {
-            *a = state;
-        }
-        Ok(())
+        self.run_authority(org)
     }
 
     fn write_configs(&self, topo: &TopologyFile, _seed: u64) -> Result<(), String> {
@@ -511,6 +410,7 @@ impl Cluster {
             .map_err(|e| format!("start {}: {e}", node.id))?;
         self.state.nodes[i].pid = Some(child.id());
         self.children.insert(node.id.clone(), child);
+        self.state.save()?;
         let socket = node.dir.join("admin.sock");
         if !wait_until(Duration::from_secs(20), || {
             client::call(&socket, &Request::Status).is_ok()
@@ -546,6 +446,21 @@ impl Cluster {
     /// Whether node `i` runs.
     pub fn alive(&self, i: usize) -> bool {
         self.state.nodes.get(i).is_some_and(|n| n.pid.is_some())
+    }
+
+    /// Starts flapping the link `a`–`b` with `period` on the emulator's runtime (as the
+    /// control socket does for `link flap`), or stops it with `None`. `Err` if the link
+    /// does not exist or the flap could not be started.
+    pub fn flap(&self, a: &str, b: &str, period: Option<Duration>) -> Result<(), String> {
+        let link = self
+            .link(a, b)
+            .ok_or_else(|| format!("no link between {a} and {b}"))?;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or("the link emulator does not run in this process")?;
+        let _entered = runtime.enter();
+        emulator::flap(&link, period)
     }
 
     /// The link between nodes `a` and `b` (by id).

@@ -4,24 +4,44 @@
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use super::cluster::{wait_until, Cluster, State, Timers};
+use super::cluster::{Cluster, Timers};
 use super::emulator::control;
 use super::observe;
-use crate::topology_file::resolve;
+use super::state::{alive, stop_recorded, State};
+use crate::topology_file::{resolve, TopologyFile};
 
 /// `up`: builds the network, starts the emulator in the background, starts the
-/// daemons, leaves everything running, and says how to reach each node.
+/// daemons, leaves everything running, and says how to reach each node. Every pid is
+/// written to `DIR/state.json` as its process starts; if `up` fails it stops what it
+/// started.
 pub fn up(topology: &str, nodes: usize, orgs: usize, seed: u64, dir: &Path) -> Result<(), String> {
     let topo = resolve(topology, nodes, orgs, seed)?;
+    if dir.join("state.json").exists() {
+        return Err(format!(
+            "{} already holds a testbed (state.json); run `down` or pick another --dir",
+            dir.display()
+        ));
+    }
+    let result = start(&topo, seed, dir);
+    if let Err(e) = &result {
+        if let Ok(state) = State::load(dir) {
+            let stopped = stop_recorded(&state);
+            let _ = std::fs::rename(dir.join("state.json"), dir.join("state.down.json"));
+            eprintln!("up failed: {e}; stopped the {stopped} running processes it had started");
+        }
+    }
+    result
+}
+
+fn start(topo: &TopologyFile, seed: u64, dir: &Path) -> Result<(), String> {
     println!(
         "creating {} authorities and joining {} nodes in {}",
         topo.orgs.len().max(1),
         topo.topology.nodes.len(),
         dir.display()
     );
-    let mut cluster = Cluster::create(dir, &topo, Timers::default(), seed, true)?;
+    let mut cluster = Cluster::create(dir, topo, Timers::default(), seed, true)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -36,6 +56,8 @@ pub fn up(topology: &str, nodes: usize, orgs: usize, seed: u64, dir: &Path) -> R
         .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut emulate, 0);
     let mut child = emulate.spawn().map_err(|e| format!("emulator: {e}"))?;
+    cluster.state.emulator_pid = Some(child.id());
+    cluster.state.save()?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
@@ -46,14 +68,12 @@ pub fn up(topology: &str, nodes: usize, orgs: usize, seed: u64, dir: &Path) -> R
             dir.display()
         ));
     }
-    cluster.state.emulator_pid = Some(child.id());
     println!(
         "link emulator running ({} links, control socket {}/control.sock)",
         cluster.state.links.len(),
         dir.display()
     );
     cluster.start_all()?;
-    cluster.state.save()?;
     println!(
         "{} nodes running. Reach each with the trellis CLI, for example:",
         cluster.state.nodes.len()
@@ -103,16 +123,6 @@ pub fn emulate(dir: &Path, seed: u64) -> Result<(), String> {
     })
 }
 
-fn is_ours(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("trellis-testbed"))
-        .unwrap_or(false)
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists() && is_ours(pid)
-}
-
 /// `status`: each process and what each node sees.
 pub fn status(dir: &Path, json: bool) -> Result<(), String> {
     let state = State::load(dir)?;
@@ -137,8 +147,7 @@ pub fn status(dir: &Path, json: bool) -> Result<(), String> {
         .collect();
     let emulator = state.emulator_pid.is_some_and(alive);
     if json {
-        let out =
-            serde_json::json!({"nodes": rows, "authorities": auths, "emulator_running": emulator});
+        let out = serde_json::json!({"nodes": rows, "authorities": auths, "emulator_pid": state.emulator_pid, "emulator_running": emulator});
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
@@ -196,24 +205,8 @@ pub fn status(dir: &Path, json: bool) -> Result<(), String> {
 /// `down`: stops the processes `up` started (by pid, checking they are ours).
 pub fn down(dir: &Path, purge: bool) -> Result<(), String> {
     let state = State::load(dir)?;
-    let mut pids: Vec<u32> = state.nodes.iter().filter_map(|n| n.pid).collect();
-    pids.extend(state.authorities.iter().filter_map(|a| a.pid));
-    pids.extend(state.emulator_pid);
-    let ours: Vec<u32> = pids.into_iter().filter(|&p| alive(p)).collect();
-    for pid in &ours {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    let stopped = wait_until(Duration::from_secs(10), || ours.iter().all(|&p| !alive(p)));
-    if !stopped {
-        for pid in ours.iter().filter(|&&p| alive(p)) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-    println!("stopped {} processes", ours.len());
+    let stopped = stop_recorded(&state);
+    println!("stopped {stopped} processes");
     if purge {
         std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         println!("removed {}", dir.display());
@@ -229,39 +222,103 @@ pub fn link(dir: &Path, request: serde_json::Value) -> Result<serde_json::Value,
     control::request(&dir.join("control.sock"), &request)
 }
 
-/// Parses `link set` flags into an impairment request.
-pub fn impairment(
-    delay: Option<&str>,
-    jitter: Option<&str>,
-    loss: Option<&str>,
-    rate: Option<&str>,
-) -> Result<serde_json::Value, String> {
+/// The flags of `link set`, as typed; `None` keeps the link's current value.
+#[derive(Clone, Debug, Default)]
+pub struct LinkFlags<'a> {
+    /// One-way delay, `50ms`.
+    pub delay: Option<&'a str>,
+    /// Jitter, `5ms`.
+    pub jitter: Option<&'a str>,
+    /// Independent loss, `5%`.
+    pub loss: Option<&'a str>,
+    /// Bandwidth cap, `1mbit`, or `off`.
+    pub rate: Option<&'a str>,
+    /// Gilbert–Elliott loss `P_ENTER,P_LEAVE,LOSS_IN_BAD` (`1%,30%,50%`), or `off`.
+    pub burst: Option<&'a str>,
+}
+
+/// Parses `link set` flags into the fields of a partial impairment (an `update`
+/// request): only the flags given change.
+pub fn impairment(flags: &LinkFlags<'_>) -> Result<serde_json::Value, String> {
     let mut imp = serde_json::Map::new();
-    imp.insert(
-        "delay_ms".into(),
-        delay
-            .map(control::parse_delay)
-            .transpose()?
-            .unwrap_or(0.0)
-            .into(),
-    );
-    imp.insert(
-        "jitter_ms".into(),
-        jitter
-            .map(control::parse_delay)
-            .transpose()?
-            .unwrap_or(0.0)
-            .into(),
-    );
-    imp.insert(
-        "loss".into(),
-        loss.map(control::parse_percent)
-            .transpose()?
-            .unwrap_or(0.0)
-            .into(),
-    );
-    if let Some(rate) = rate {
-        imp.insert("rate_kbps".into(), control::parse_rate(rate)?.into());
+    if let Some(delay) = flags.delay {
+        imp.insert("delay_ms".into(), control::parse_delay(delay)?.into());
+    }
+    if let Some(jitter) = flags.jitter {
+        imp.insert("jitter_ms".into(), control::parse_delay(jitter)?.into());
+    }
+    if let Some(loss) = flags.loss {
+        imp.insert("loss".into(), control::parse_percent(loss)?.into());
+    }
+    if let Some(rate) = flags.rate {
+        let value = if rate.trim() == "off" {
+            serde_json::Value::Null
+        } else {
+            control::parse_rate(rate)?.into()
+        };
+        imp.insert("rate_kbps".into(), value);
+    }
+    if let Some(burst) = flags.burst {
+        imp.insert("burst".into(), parse_burst(burst)?);
+    }
+    if imp.is_empty() {
+        return Err("nothing to set: give --delay, --jitter, --loss, --rate or --burst".into());
     }
     Ok(serde_json::Value::Object(imp))
+}
+
+/// `P_ENTER,P_LEAVE,LOSS_IN_BAD` (each `5%` or `0.05`) or `off`.
+fn parse_burst(text: &str) -> Result<serde_json::Value, String> {
+    if text.trim() == "off" {
+        return Ok(serde_json::Value::Null);
+    }
+    let parts: Vec<&str> = text.split(',').collect();
+    let [enter, leave, loss] = parts.as_slice() else {
+        return Err(format!(
+            "--burst {text:?}: write P_ENTER,P_LEAVE,LOSS_IN_BAD (e.g. 1%,30%,50%) or off"
+        ));
+    };
+    Ok(serde_json::json!({
+        "p_good_to_bad": control::parse_percent(enter)?,
+        "p_bad_to_good": control::parse_percent(leave)?,
+        "loss_in_bad": control::parse_percent(loss)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_set_sends_only_the_flags_given() {
+        let flags = LinkFlags {
+            loss: Some("2%"),
+            ..LinkFlags::default()
+        };
+        let imp = impairment(&flags).unwrap();
+        assert_eq!(imp, serde_json::json!({"loss": 0.02}));
+    }
+
+    #[test]
+    fn link_set_parses_and_clears_bursts() {
+        let flags = LinkFlags {
+            burst: Some("1%,30%,50%"),
+            rate: Some("off"),
+            ..LinkFlags::default()
+        };
+        let imp = impairment(&flags).unwrap();
+        assert_eq!(imp["burst"]["p_bad_to_good"], 0.3);
+        assert_eq!(imp["rate_kbps"], serde_json::Value::Null);
+        let off = LinkFlags {
+            burst: Some("off"),
+            ..LinkFlags::default()
+        };
+        assert_eq!(impairment(&off).unwrap()["burst"], serde_json::Value::Null);
+        let bad = LinkFlags {
+            burst: Some("1%,30%"),
+            ..LinkFlags::default()
+        };
+        assert!(impairment(&bad).unwrap_err().contains("P_ENTER"));
+        assert!(impairment(&LinkFlags::default()).is_err());
+    }
 }

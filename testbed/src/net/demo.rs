@@ -1,12 +1,14 @@
 //! `trellis-testbed demo`: three orgs, nine nodes, a service in each org; show the tables,
 //! cut a link and show the reroute, revoke a node and show it cut off, clean up.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use trellis_daemon::admin::{client, Request, RouteInfo};
 
 use super::cluster::{wait_until, Cluster, Timers};
 use super::observe;
+use super::state::{stop_recorded, State};
 use crate::topology_file::parse;
 
 /// The demo's network (also `testbed/topologies/three-orgs.toml`).
@@ -39,6 +41,31 @@ fn table(routes: &[RouteInfo]) -> String {
     out
 }
 
+/// On Ctrl-C: stops every process recorded in `dir`'s state.json, removes `dir` and
+/// exits with 130. Runs on its own thread with its own small runtime.
+fn clean_up_on_ctrl_c(dir: PathBuf) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+        else {
+            return;
+        };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_err() {
+            return;
+        }
+        eprintln!(
+            "interrupted: stopping every daemon, removing {}",
+            dir.display()
+        );
+        if let Ok(state) = State::load(&dir) {
+            stop_recorded(&state);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::process::exit(130);
+    });
+}
+
 /// Runs the demo; `Err` with a one-line reason when something did not happen.
 pub fn run() -> Result<(), String> {
     let p = Progress {
@@ -47,6 +74,7 @@ pub fn run() -> Result<(), String> {
     let topo = parse(THREE_ORGS)?;
     let dir = std::env::temp_dir().join(format!("trellis-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    clean_up_on_ctrl_c(dir.clone());
     let result = demo(&p, &topo, &dir);
     p.say("cleaning up: stopping every daemon, removing the demo dir");
     let _ = std::fs::remove_dir_all(&dir);
@@ -144,10 +172,13 @@ fn demo(
             r.next_hop.unwrap_or_default(),
             r.path.join(" ")
         )),
-        _ => p.say(&format!(
-            "{} has no other policy-compliant path to {target}",
-            state.nodes[watch].id
-        )),
+        _ => {
+            return Err(format!(
+                "{} did not reroute to {target} within 30 s of the cut (see {}/logs)",
+                state.nodes[watch].id,
+                dir.display()
+            ))
+        }
     }
     cluster
         .link(&state.nodes[watch].id, &next)
@@ -185,6 +216,30 @@ fn demo(
         return Err(format!("{id} was not cut off within 30 s"));
     }
     p.say(&format!("{id} is cut off: no node keeps a session with it"));
+    // No best path may still lead through it: no next hop, no path hop.
+    let mut through = Vec::new();
+    let clear = wait_until(Duration::from_secs(30), || {
+        through.clear();
+        for n in state.nodes.iter().filter(|n| n.id != id) {
+            let Some(routes) = observe::routes(n) else {
+                through.push(format!("{} does not answer", n.id));
+                continue;
+            };
+            for r in routes {
+                if r.next_hop.as_deref() == Some(id.as_str()) || r.path.contains(&id) {
+                    through.push(format!("{} → {}", n.id, r.service));
+                }
+            }
+        }
+        through.is_empty()
+    });
+    if !clear {
+        return Err(format!(
+            "30 s after the revocation some best paths still lead through {id}: {}",
+            through.join(", ")
+        ));
+    }
+    p.say(&format!("no best path leads through {id} any more"));
     let routes = observe::routes(&state.nodes[watch]).unwrap_or_default();
     println!(
         "    {} after the revocation:\n{}",

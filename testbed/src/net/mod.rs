@@ -6,4 +6,6 @@ pub mod commands;
 pub mod demo;
 pub mod emulator;
 pub mod observe;
+pub mod reach;
 pub mod scenario;
+pub mod state;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use trellis_daemon::admin::{client, NodeStatus, PeerInfo, Request, RouteInfo};
 
-use super::cluster::{NodeState, State};
+use super::state::{NodeState, State};
 
 /// The admin socket of a node.
 pub fn socket(node: &NodeState) -> PathBuf {
@@ -35,16 +35,26 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Every node's forwarding table: service → next hop (`None`: delivered locally).
-/// A node that does not answer has no table.
+/// Every node's forwarding table: service → next hop (`None`: delivered locally), and
+/// the links that carry traffic at the time of the sample. A node that does not answer
+/// has no table.
 #[derive(Debug, Default, Clone)]
 pub struct Tables {
     /// By node index.
     pub hops: Vec<Option<HashMap<String, Option<String>>>>,
+    /// Links (lower index first) that exist and are not cut.
+    pub live: HashSet<(usize, usize)>,
 }
 
-/// Reads every node's table.
-pub fn tables(state: &State) -> Tables {
+/// Reads every node's table; `cut(a, b)` says whether the link between nodes `a` and `b`
+/// is cut right now (asked once per link, before the tables are read).
+pub fn tables(state: &State, cut: impl Fn(usize, usize) -> bool) -> Tables {
+    let live = state
+        .links
+        .iter()
+        .filter(|l| !cut(l.a, l.b))
+        .map(|l| (l.a.min(l.b), l.a.max(l.b)))
+        .collect();
     Tables {
         hops: state
             .nodes
@@ -54,6 +64,7 @@ pub fn tables(state: &State) -> Tables {
                 routes(n).map(|rs| rs.into_iter().map(|r| (r.service, r.next_hop)).collect())
             })
             .collect(),
+        live,
     }
 }
 
@@ -61,7 +72,8 @@ pub fn tables(state: &State) -> Tables {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Check {
     /// (node, service) pairs expected but not delivered: the walk ended at a node
-    /// without a route, or at a node that is down (a black hole).
+    /// without a route, at a node that is down, or at a next hop over a link that is
+    /// cut or does not exist (a black hole).
     pub black_holes: Vec<(String, String)>,
     /// (node, service) pairs whose walk came back to a node it had visited.
     pub loops: Vec<(String, String)>,
@@ -102,8 +114,9 @@ fn walk(state: &State, t: &Tables, start: usize, service: &str) -> Walk {
             None => return Walk::BlackHole,
             Some(None) => return Walk::Delivered,
             Some(Some(next)) => match index.get(next.as_str()) {
-                Some(&j) => at = j,
-                None => return Walk::BlackHole,
+                // A stale route over a cut link delivers nothing.
+                Some(&j) if t.live.contains(&(at.min(j), at.max(j))) => at = j,
+                _ => return Walk::BlackHole,
             },
         }
     }
@@ -151,13 +164,75 @@ pub fn service_of(state: &State, i: usize) -> String {
     format!("{name}.{org}")
 }
 
-/// Sum of a counter over the running nodes.
-pub fn counter_sum(state: &State, name: &str) -> u64 {
+/// A counter of every running node, by (node index, pid): one entry per daemon
+/// incarnation. Nodes that do not answer are left out.
+pub fn counters(state: &State, name: &str) -> Vec<((usize, u32), u64)> {
     state
         .nodes
         .iter()
-        .filter(|n| n.pid.is_some())
-        .filter_map(status)
-        .map(|s| s.counters.get(name).copied().unwrap_or(0))
-        .sum()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let pid = n.pid?;
+            let s = status(n)?;
+            Some(((i, pid), s.counters.get(name).copied().unwrap_or(0)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::state::{LinkState, NodeState};
+
+    fn line3() -> State {
+        let node = |id: &str| NodeState {
+            id: id.into(),
+            dir: PathBuf::new(),
+            port: 0,
+            pid: Some(1),
+        };
+        let link = |a, b| LinkState {
+            a,
+            b,
+            relay_ab: 0,
+            relay_ba: 0,
+            impairment: Default::default(),
+        };
+        State {
+            dir: PathBuf::new(),
+            authorities: Vec::new(),
+            nodes: vec![node("a/n0"), node("a/n1"), node("a/n2")],
+            links: vec![link(0, 1), link(1, 2)],
+            emulator_pid: None,
+        }
+    }
+
+    fn hop(to: Option<&str>) -> Option<HashMap<String, Option<String>>> {
+        Some(HashMap::from([("s".to_owned(), to.map(str::to_owned))]))
+    }
+
+    #[test]
+    fn a_next_hop_over_a_cut_link_is_a_black_hole() {
+        let state = line3();
+        let mut t = Tables {
+            hops: vec![hop(Some("a/n1")), hop(Some("a/n2")), hop(None)],
+            live: HashSet::from([(0, 1), (1, 2)]),
+        };
+        let expected = [(0, "s".to_owned())];
+        assert!(check(&state, &t, &expected, &[]).clean());
+        t.live.remove(&(1, 2));
+        let c = check(&state, &t, &expected, &[]);
+        assert_eq!(c.black_holes, vec![("a/n0".to_owned(), "s".to_owned())]);
+    }
+
+    #[test]
+    fn a_next_hop_without_a_link_is_a_black_hole() {
+        let state = line3();
+        let t = Tables {
+            hops: vec![hop(Some("a/n2")), hop(None), hop(None)],
+            live: HashSet::from([(0, 1), (1, 2)]),
+        };
+        let c = check(&state, &t, &[(0, "s".to_owned())], &[]);
+        assert_eq!(c.black_holes.len(), 1);
+    }
 }

@@ -5,6 +5,7 @@
 //!
 //! ```json
 //! {"op":"set","a":"acme/n0","b":"acme/n1","impairment":{"delay_ms":50,"jitter_ms":5,"loss":0.05}}
+//! {"op":"update","a":"acme/n0","b":"acme/n1","impairment":{"loss":0.01}}
 //! {"op":"cut","a":"acme/n0","b":"acme/n1"}
 //! {"op":"heal","a":"acme/n0","b":"acme/n1"}
 //! {"op":"flap","a":"acme/n0","b":"acme/n1","period_ms":2000}
@@ -12,10 +13,12 @@
 //! ```
 //!
 //! A response is `{"ok": <value>}` or `{"error": "<one line>"}`. `set`,
-//! `cut`, `heal` and `flap` answer with the link's entry after the change;
-//! `list` with every entry, `{"a","b","name","impairment","cut","stats"}`.
-//! `flap` without `period_ms` (or with 0) stops flapping. Link ends are
-//! order-insensitive. Missing impairment fields default to zero / none.
+//! `update`, `cut`, `heal` and `flap` answer with the link's entry after the
+//! change; `list` with every entry, `{"a","b","name","impairment","cut","stats"}`.
+//! `flap` without `period_ms` (or with 0) stops flapping; a flap that cannot
+//! be started is an error. Link ends are order-insensitive. In `set`, missing
+//! impairment fields default to zero / none; in `update`, they keep their
+//! current values (`null` clears `burst` or `rate_kbps`).
 //!
 //! The parse helpers turn CLI words (`50ms`, `5%`, `1mbit`) into the values
 //! of an [`Impairment`].
@@ -49,6 +52,11 @@ enum Request {
         a: String,
         b: String,
         impairment: Impairment,
+    },
+    Update {
+        a: String,
+        b: String,
+        impairment: serde_json::Map<String, Value>,
     },
     Cut {
         a: String,
@@ -171,6 +179,13 @@ fn respond(hub: &Mutex<Hub>, line: &str) -> Result<Value, String> {
             found.2.set(impairment);
             found
         }
+        Request::Update { a, b, impairment } => {
+            let found = find(&a, &b)?;
+            let merged = merge(&found.2.impairment(), impairment)?;
+            merged.validate()?;
+            found.2.set(merged);
+            found
+        }
         Request::Cut { a, b } => {
             let found = find(&a, &b)?;
             found.2.cut();
@@ -184,11 +199,29 @@ fn respond(hub: &Mutex<Hub>, line: &str) -> Result<Value, String> {
         Request::Flap { a, b, period_ms } => {
             let found = find(&a, &b)?;
             let period = period_ms.filter(|ms| *ms > 0).map(Duration::from_millis);
-            flap(&found.2, period);
+            flap(&found.2, period)?;
             found
         }
     };
     Ok(entry(&a, &b, &link))
+}
+
+/// `current` with the fields of `changes` replaced; unknown fields are refused.
+fn merge(
+    current: &Impairment,
+    changes: serde_json::Map<String, Value>,
+) -> Result<Impairment, String> {
+    let mut value = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    let Value::Object(fields) = &mut value else {
+        return Err("impairment is not an object".into());
+    };
+    for (name, change) in changes {
+        if !fields.contains_key(&name) {
+            return Err(format!("unknown impairment field {name:?}"));
+        }
+        fields.insert(name, change);
+    }
+    serde_json::from_value(value).map_err(|e| format!("bad impairment: {e}"))
 }
 
 /// The description of one link in responses.

@@ -349,19 +349,24 @@ impl std::fmt::Debug for Link {
 /// `flap(link, None)` stops it and leaves the link up.
 ///
 /// Flapping runs as a task on the current tokio runtime. Called outside a
-/// runtime, it only stops any running flap and counts an error.
-pub fn flap(link: &Arc<Link>, period: Option<Duration>) {
+/// runtime with a period, it stops any running flap, leaves the link up,
+/// counts an error and returns `Err`: the flap was not applied.
+pub fn flap(link: &Arc<Link>, period: Option<Duration>) -> Result<(), String> {
     let mut state = lock(&link.flap);
     let was_flapping = state.stop();
     let runtime = tokio::runtime::Handle::try_current();
     let (Some(period), Ok(runtime)) = (period, runtime.as_ref()) else {
-        if period.is_some() {
-            link.count_error();
-        }
         if was_flapping {
             link.cut.store(false, Ordering::SeqCst);
         }
-        return;
+        if period.is_some() {
+            link.count_error();
+            return Err(format!(
+                "cannot flap {}: no tokio runtime to run the flap on",
+                link.name
+            ));
+        }
+        return Ok(());
     };
     let half = (period / 2).max(Duration::from_millis(1));
     let epoch = state.epoch;
@@ -380,4 +385,5 @@ pub fn flap(link: &Arc<Link>, period: Option<Duration>) {
             link.cut.fetch_xor(true, Ordering::SeqCst);
         }
     }));
+    Ok(())
 }

@@ -266,19 +266,29 @@ fn a_permanent_bad_state_loses_everything_and_the_same_seed_decides_the_same() {
 #[tokio::test]
 async fn flap_toggles_the_cut_state_until_stopped() {
     let link = Link::new("a<->b".into(), 6);
-    flap(&link, Some(Duration::from_millis(100)));
+    flap(&link, Some(Duration::from_millis(100))).unwrap();
     assert!(link.is_cut());
     assert!(eventually(|| !link.is_cut()).await);
     assert!(eventually(|| link.is_cut()).await);
-    flap(&link, None);
+    flap(&link, None).unwrap();
     link.heal();
     assert!(!link.is_cut());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!link.is_cut());
 
-    flap(&link, Some(Duration::from_millis(100)));
+    flap(&link, Some(Duration::from_millis(100))).unwrap();
     link.set(Impairment::default());
     assert!(!link.is_cut());
+}
+
+#[test]
+fn a_flap_outside_a_runtime_fails_closed_and_leaves_the_link_up() {
+    let link = Link::new("a<->b".into(), 6);
+    let err = flap(&link, Some(Duration::from_millis(100))).unwrap_err();
+    assert!(err.contains("a<->b"), "{err}");
+    assert!(!link.is_cut());
+    assert_eq!(link.stats().errors, 1);
+    assert!(flap(&link, None).is_ok());
 }
 
 #[test]
@@ -324,6 +334,21 @@ async fn the_control_socket_sets_cuts_heals_flaps_and_lists_links() {
     let ok = ask(&path, set).await.unwrap();
     assert_eq!(ok["impairment"]["delay_ms"], 50.0);
     assert_eq!(link.impairment().loss, 0.05);
+
+    // `update` changes only the fields it names.
+    let update = json!({"op":"update","a":"acme/n0","b":"acme/n1",
+        "impairment":{"loss":0.01,"burst":{"p_good_to_bad":0.1,"p_bad_to_good":0.5,"loss_in_bad":0.9}}});
+    let ok = ask(&path, update).await.unwrap();
+    assert_eq!(ok["impairment"]["delay_ms"], 50.0);
+    assert_eq!(ok["impairment"]["jitter_ms"], 5.0);
+    assert_eq!(link.impairment().loss, 0.01);
+    assert_eq!(link.impairment().burst.map(|b| b.loss_in_bad), Some(0.9));
+    let clear = json!({"op":"update","a":"acme/n0","b":"acme/n1","impairment":{"burst":null}});
+    ask(&path, clear).await.unwrap();
+    assert_eq!(link.impairment().burst, None);
+    assert_eq!(link.impairment().delay_ms, 50.0);
+    let typo = json!({"op":"update","a":"acme/n0","b":"acme/n1","impairment":{"los":0.1}});
+    assert!(ask(&path, typo).await.unwrap_err().contains("los"));
 
     ask(&path, json!({"op":"cut","a":"acme/n0","b":"acme/n1"}))
         .await

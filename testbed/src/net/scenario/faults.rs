@@ -1,0 +1,310 @@
+//! The faults: each starts a [`Watch`] at the moment it strikes, so black holes are
+//! measured from the fault on (an outage included), records one [`super::Phase`] per
+//! stretch, and checks its invariants against [`Run::expectations`].
+
+use std::time::Duration;
+
+use trellis_daemon::admin::{client, Request};
+
+use super::watch::{Pairs, Run, Watch, LIMIT};
+use crate::net::cluster::wait_until;
+use crate::net::observe;
+
+/// The `flap` scenario's period: each half outlasts the 3 s hold time, so sessions over
+/// the flapped links go down and come back.
+pub const FLAP_PERIOD: Duration = Duration::from_secs(8);
+/// How long the `flap` scenario flaps: two periods.
+pub const FLAP_FOR: Duration = Duration::from_secs(16);
+
+/// Injects the fault `name` (victim: node `victim`) into a converged network.
+pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
+    let (full, full_absent) = run.expectations(&[]);
+    match name {
+        "converge" | "lossy-link" => Ok(()),
+        "kill-node" => {
+            let mut w = Watch::start();
+            run.kill_node(victim);
+            let (expected, absent) = run.expectations(&[]);
+            let done = run.settle(&mut w, &expected, &absent);
+            let detail = outcome(&w, &expected, &absent, done);
+            run.hold(
+                "the dead node's service and what valley-free export no longer allows are withdrawn; everything still reachable is delivered",
+                done.is_some(),
+                detail,
+            );
+            loops(run, &w, "no persistent forwarding loop after the failure");
+            run.phases.push(w.phase("after the kill", done));
+            Ok(())
+        }
+        "restart-node" => {
+            let mut w = Watch::start();
+            run.kill_node(victim);
+            run.observe_for(&mut w, Duration::from_millis(500), &full);
+            run.cluster.start_node(victim)?;
+            let done = run.settle(&mut w, &full, &full_absent);
+            let detail = outcome(&w, &full, &full_absent, done);
+            run.hold("after the restart everything reachable before is reachable again (the restarted node restored its origination)", done.is_some(), detail);
+            loops(run, &w, "no persistent forwarding loop");
+            run.phases.push(w.phase("from the kill", done));
+            Ok(())
+        }
+        "partition-heal" => partition_heal(run, &full, &full_absent),
+        "flap" => flap(run, &full, &full_absent),
+        "revoke-node" => revoke(run, victim),
+        "authority-down" => authority_down(run, victim, &full, &full_absent),
+        "restart-storm" => {
+            // The storm is measured (black holes, loops) but only what follows it is
+            // held to the invariants: stale paths kept for graceful restart may loop
+            // while neighbours restart one after another.
+            let mut w = Watch::start();
+            for i in 0..run.cluster.state.nodes.len() {
+                run.kill_node(i);
+                run.sample(&mut w, &full, &[]);
+                run.cluster.start_node(i)?;
+                run.observe_for(&mut w, Duration::from_millis(200), &full);
+            }
+            run.phases.push(w.phase("during the storm", None));
+            let mut w = Watch::start();
+            let done = run.settle(&mut w, &full, &full_absent);
+            let detail = outcome(&w, &full, &full_absent, done);
+            run.hold(
+                "after every node restarted, everything reachable before is reachable again",
+                done.is_some(),
+                detail,
+            );
+            loops(run, &w, "no persistent forwarding loop after the storm");
+            run.phases.push(w.phase("after the last restart", done));
+            Ok(())
+        }
+        other => Err(format!("unknown scenario {other}")),
+    }
+}
+
+/// Evidence for a settle invariant.
+fn outcome(w: &Watch, expected: &Pairs, absent: &Pairs, done: Option<Duration>) -> String {
+    match done {
+        Some(_) => format!(
+            "{} pairs delivered, {} withdrawn or withheld",
+            expected.len(),
+            absent.len()
+        ),
+        None => format!("not within {} s: {}", LIMIT.as_secs(), w.problems()),
+    }
+}
+
+fn loops(run: &mut Run, w: &Watch, name: &str) {
+    run.hold(name, w.persistent.is_empty(), format!("{:?}", w.persistent));
+}
+
+/// The links of node 0, as (a, b) node ids.
+fn links_of_node0(run: &Run) -> Result<Vec<(String, String)>, String> {
+    let id = run.cluster.state.nodes[0].id.clone();
+    Ok(run
+        .cluster
+        .hub
+        .lock()
+        .map_err(|_| "the emulator's link table is poisoned")?
+        .links()
+        .into_iter()
+        .filter(|(a, b, _)| *a == id || *b == id)
+        .map(|(a, b, _)| (a, b))
+        .collect())
+}
+
+fn partition_heal(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<(), String> {
+    let links = links_of_node0(run)?;
+    let mut w = Watch::start();
+    for (a, b) in &links {
+        run.cluster.link(a, b).ok_or("no such link")?.cut();
+    }
+    let (expected, absent) = run.expectations(&[]);
+    let split = run.settle(&mut w, &expected, &absent);
+    let detail = outcome(&w, &expected, &absent, split);
+    run.hold(
+        "while partitioned, each side withdraws the other side's services and keeps its own",
+        split.is_some(),
+        detail,
+    );
+    loops(run, &w, "no persistent forwarding loop while partitioned");
+    run.phases.push(w.phase("partitioned", split));
+    let mut w = Watch::start();
+    for (a, b) in &links {
+        run.cluster.link(a, b).ok_or("no such link")?.heal();
+    }
+    let done = run.settle(&mut w, full, full_absent);
+    let detail = outcome(&w, full, full_absent, done);
+    run.hold(
+        "after healing everything reachable before is reachable again",
+        done.is_some(),
+        detail,
+    );
+    loops(run, &w, "no persistent forwarding loop after healing");
+    run.phases.push(w.phase("after the heal", done));
+    Ok(())
+}
+
+fn flap(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<(), String> {
+    let links = links_of_node0(run)?;
+    let dropped = |run: &Run| -> Vec<u64> {
+        links
+            .iter()
+            .map(|(a, b)| run.cluster.link(a, b).map_or(0, |l| l.stats().dropped_cut))
+            .collect()
+    };
+    let before = dropped(run);
+    let node0 = run.cluster.state.nodes[0].clone();
+    let mut w = Watch::start();
+    let errors: Vec<String> = links
+        .iter()
+        .filter_map(|(a, b)| run.cluster.flap(a, b, Some(FLAP_PERIOD)).err())
+        .collect();
+    // Sessions of node 0: how often they went from all up to some down and back.
+    let (mut drops, mut recoveries, mut all_up) = (0, 0, true);
+    while errors.is_empty() && w.elapsed() < FLAP_FOR {
+        run.sample(&mut w, full, &[]);
+        if let Some(s) = observe::status(&node0) {
+            let now_up = s.peers_up == s.peers_configured;
+            drops += usize::from(all_up && !now_up);
+            recoveries += usize::from(!all_up && now_up);
+            all_up = now_up;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (a, b) in &links {
+        // Stopping leaves the link up; heal in case it was never flapping.
+        let _ = run.cluster.flap(a, b, None);
+        if let Some(l) = run.cluster.link(a, b) {
+            l.heal();
+        }
+    }
+    let after = dropped(run);
+    let every_link_dropped = before.iter().zip(&after).all(|(b, a)| a > b);
+    run.hold(
+        "the flap was applied: every link of node 0 dropped datagrams and node 0's sessions went down and came back",
+        errors.is_empty() && every_link_dropped && drops > 0 && recoveries > 0,
+        if errors.is_empty() {
+            format!(
+                "{} links, cut drops before {before:?} after {after:?}; sessions went down {drops} times, back up {recoveries} times",
+                links.len()
+            )
+        } else {
+            errors.join("; ")
+        },
+    );
+    run.phases.push(w.phase("flapping", None));
+    let mut w = Watch::start();
+    let done = run.settle(&mut w, full, full_absent);
+    let detail = outcome(&w, full, full_absent, done);
+    run.hold(
+        "after the flapping stops everything reachable before is reachable again",
+        done.is_some(),
+        detail,
+    );
+    loops(run, &w, "no persistent forwarding loop after the flapping");
+    run.phases.push(w.phase("after the flapping", done));
+    Ok(())
+}
+
+fn revoke(run: &mut Run, victim: usize) -> Result<(), String> {
+    let id = run.cluster.state.nodes[victim].id.clone();
+    let org = id.split('/').next().unwrap_or_default().to_owned();
+    let auth = run
+        .cluster
+        .state
+        .authorities
+        .iter()
+        .find(|a| a.org == org)
+        .ok_or("no authority")?
+        .dir
+        .join("admin.sock");
+    let mut w = Watch::start();
+    client::call(
+        &auth,
+        &Request::NodesRevoke {
+            node_id: id.clone(),
+            reason: "scenario".into(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let (expected, absent) = run.expectations(&[victim]);
+    let done = run.settle(&mut w, &expected, &absent);
+    let detail = outcome(&w, &expected, &absent, done);
+    let state = run.cluster.state.clone();
+    let isolated = wait_until(LIMIT, || {
+        (0..state.nodes.len()).filter(|&i| i != victim).all(|i| {
+            observe::peers(&state.nodes[i])
+                .is_some_and(|ps| ps.iter().all(|p| p.node_id != id || p.state != "up"))
+        })
+    });
+    run.hold(
+        "the revoked node is isolated: no session with it stays up",
+        isolated,
+        "",
+    );
+    run.hold(
+        "its service is withdrawn everywhere; what stays reachable without it under valley-free export is delivered",
+        done.is_some(),
+        detail,
+    );
+    loops(
+        run,
+        &w,
+        "no persistent forwarding loop after the revocation",
+    );
+    run.phases.push(w.phase("after the revocation", done));
+    Ok(())
+}
+
+fn authority_down(
+    run: &mut Run,
+    victim: usize,
+    full: &Pairs,
+    full_absent: &Pairs,
+) -> Result<(), String> {
+    let orgs: Vec<String> = run
+        .cluster
+        .state
+        .authorities
+        .iter()
+        .map(|a| a.org.clone())
+        .collect();
+    let mut w = Watch::start();
+    for org in &orgs {
+        run.cluster.kill_authority(org);
+    }
+    run.kill_node(victim);
+    run.observe_for(&mut w, Duration::from_millis(500), full);
+    run.cluster.start_node(victim)?;
+    let done = run.settle(&mut w, full, full_absent);
+    let detail = outcome(&w, full, full_absent, done);
+    run.hold(
+        "with every authority down, a restarted node re-peers and routing converges",
+        done.is_some(),
+        detail,
+    );
+    run.phases
+        .push(w.phase("authorities down, node restarted", done));
+    // Nodes poll their authority every trust_refresh_secs: hold for more than two polls.
+    let poll = Duration::from_secs(run.cluster.timers.trust_refresh_secs);
+    let window = poll * 2 + Duration::from_secs(1);
+    let mut w = Watch::start();
+    let held = if done.is_some() {
+        run.hold_clean(&mut w, window, full, full_absent)
+    } else {
+        Err("routing never converged".into())
+    };
+    run.hold(
+        &format!(
+            "routing stays unaffected for {} s with every authority down (> 2 trust polls of {} s)",
+            window.as_secs(),
+            poll.as_secs()
+        ),
+        held.as_ref().is_ok_and(|&samples| samples >= 5),
+        match &held {
+            Ok(samples) => format!("{samples} consecutive clean samples"),
+            Err(e) => e.clone(),
+        },
+    );
+    run.phases.push(w.phase("authorities still down", None));
+    Ok(())
+}

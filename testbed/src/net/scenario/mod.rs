@@ -1,0 +1,271 @@
+//! Fault scenarios against real daemons: each brings a network up, every node originates
+//! one service, a fault is injected, and the scenario measures convergence, black-hole
+//! time (from the fault on), update batches sent and memory, and checks its invariants
+//! against what the topology allows under valley-free export (docs/testbed.md).
+
+mod faults;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::cluster::{Cluster, Timers};
+use super::emulator::Impairment;
+use crate::topology_file::resolve;
+use watch::{Run, Watch};
+
+/// Every scenario, by name.
+pub const SCENARIOS: [&str; 9] = [
+    "converge",
+    "kill-node",
+    "restart-node",
+    "partition-heal",
+    "flap",
+    "lossy-link",
+    "revoke-node",
+    "authority-down",
+    "restart-storm",
+];
+
+/// How to run a scenario.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Scenario name.
+    pub name: String,
+    /// Nodes (built-in topologies).
+    pub nodes: usize,
+    /// Topology name or file.
+    pub topology: String,
+    /// Seed.
+    pub seed: u64,
+    /// Network dir (default: a fresh temp dir, removed afterwards).
+    pub dir: Option<PathBuf>,
+}
+
+/// One invariant's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct Invariant {
+    /// What it says.
+    pub name: String,
+    /// Whether it held.
+    pub held: bool,
+    /// Evidence.
+    pub detail: String,
+}
+
+/// One measured stretch of a scenario after its fault ("partitioned", "after the heal").
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    /// What was going on.
+    pub name: String,
+    /// From the start of the phase to the expected state, ms (`None`: not reached, or
+    /// not asked for).
+    pub reached_ms: Option<u64>,
+    /// From the start of the phase to the last sample with a black hole, ms.
+    pub black_hole_ms: Option<u64>,
+    /// Samples that found a black hole.
+    pub black_hole_samples: usize,
+    /// Samples taken.
+    pub samples: usize,
+    /// (node, service) pairs that kept looping for [`PERSISTENT_LOOP`] in this phase.
+    pub persistent_loops: Vec<(String, String)>,
+}
+
+/// What a scenario measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Scenario.
+    pub scenario: String,
+    /// Topology.
+    pub topology: String,
+    /// Nodes.
+    pub nodes: usize,
+    /// From the first advertisement to the expected state, ms.
+    pub converge_ms: u64,
+    /// From the start of the last phase (the fault, or the heal) to the expected state, ms.
+    pub reconverge_ms: Option<u64>,
+    /// From the start of the last phase to its last sample with a black hole, ms.
+    pub black_hole_ms: Option<u64>,
+    /// Every phase after the fault, in order (the last one gives the two fields above).
+    pub phases: Vec<Phase>,
+    /// Longest time one (node, service) pair kept looping in consecutive samples, ms.
+    pub longest_loop_ms: u64,
+    /// Slowest sampling round (every node's table read once), ms.
+    pub slowest_sample_ms: u64,
+    /// Update batches sent by all routers over the whole run, summed over every daemon
+    /// incarnation (a killed or restarted daemon counts up to its last reading). One
+    /// batch carries any number of announcements and withdrawals.
+    pub update_batches_sent: u64,
+    /// Mean resident memory per daemon at the end, KiB.
+    pub rss_kb_mean: u64,
+    /// Largest resident memory of a daemon at the end, KiB.
+    pub rss_kb_max: u64,
+    /// Invariants checked.
+    pub invariants: Vec<Invariant>,
+    /// All held.
+    pub ok: bool,
+}
+
+/// How long a forwarding loop must last, seen in every sample, to fail the invariant.
+pub const PERSISTENT_LOOP: Duration = Duration::from_secs(2);
+
+fn ms(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs one scenario and reports; `Err` only when the network could not be built.
+pub fn run(opts: &Options) -> Result<Report, String> {
+    if !SCENARIOS.contains(&opts.name.as_str()) {
+        return Err(format!(
+            "unknown scenario {:?} ({})",
+            opts.name,
+            SCENARIOS.join(", ")
+        ));
+    }
+    let topo = resolve(&opts.topology, opts.nodes, 3, opts.seed)?;
+    let temp = opts.dir.is_none();
+    let dir = opts.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "trellis-scenario-{}-{}",
+            opts.name,
+            std::process::id()
+        ))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = run_in(opts, &topo, &dir);
+    // Keep the logs of a failed run.
+    if temp && result.as_ref().is_ok_and(|r| r.ok) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn run_in(
+    opts: &Options,
+    topo: &crate::topology_file::TopologyFile,
+    dir: &std::path::Path,
+) -> Result<Report, String> {
+    let cluster = Cluster::create(dir, topo, Timers::default(), opts.seed, false)?;
+    let mut run = Run::new(cluster, topo);
+    run.cluster.start_emulator(opts.seed)?;
+    let n = run.cluster.state.nodes.len();
+    if opts.name == "lossy-link" {
+        for (_, _, link) in run.cluster.hub.lock().map_err(|_| "hub")?.links() {
+            link.set(Impairment {
+                delay_ms: 20.0,
+                jitter_ms: 5.0,
+                loss: 0.05,
+                ..Impairment::default()
+            });
+        }
+    }
+    run.cluster.start_all()?;
+    let mut w = Watch::start();
+    for i in 0..n {
+        run.advertise(i)?;
+    }
+    let (expected, absent) = run.expectations(&[]);
+    let converged = run.settle(&mut w, &expected, &absent);
+    let converge_ms = ms(converged).unwrap_or(0);
+    let detail = if converged.is_some() {
+        format!(
+            "{} pairs delivered, {} withheld by valley-free export",
+            expected.len(),
+            absent.len()
+        )
+    } else {
+        w.problems()
+    };
+    run.hold(
+        "every node reaches every service valley-free export allows, and holds no other",
+        converged.is_some(),
+        detail,
+    );
+    run.hold(
+        "no persistent forwarding loop while converging",
+        w.persistent.is_empty(),
+        format!("{:?}", w.persistent),
+    );
+    if converged.is_some() {
+        faults::fault(&mut run, &opts.name, n / 2)?;
+    }
+    run.record_counters();
+    let rss: Vec<u64> = run
+        .cluster
+        .state
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid)
+        .filter_map(super::observe::rss_kb)
+        .collect();
+    let ok = run.invariants.iter().all(|i| i.held);
+    let last = run.phases.last();
+    Ok(Report {
+        scenario: opts.name.clone(),
+        topology: opts.topology.clone(),
+        nodes: n,
+        converge_ms,
+        reconverge_ms: last.and_then(|p| p.reached_ms),
+        black_hole_ms: last.and_then(|p| p.black_hole_ms),
+        phases: run.phases.clone(),
+        update_batches_sent: run.batches_sent(),
+        longest_loop_ms: ms(Some(run.longest_loop)).unwrap_or(0),
+        slowest_sample_ms: ms(Some(run.slowest_sample)).unwrap_or(0),
+        rss_kb_mean: if rss.is_empty() {
+            0
+        } else {
+            rss.iter().sum::<u64>() / rss.len() as u64
+        },
+        rss_kb_max: rss.iter().copied().max().unwrap_or(0),
+        invariants: run.invariants,
+        ok,
+    })
+}
+
+/// A human summary of a report.
+pub fn summary(r: &Report) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| format!("{v} ms"));
+    let mut out = format!(
+        "scenario {} on {} ({} nodes): converged in {} ms; {} update batches sent; RSS per daemon mean {:.1} MiB, max {:.1} MiB\n",
+        r.scenario,
+        r.topology,
+        r.nodes,
+        r.converge_ms,
+        r.update_batches_sent,
+        r.rss_kb_mean as f64 / 1024.0,
+        r.rss_kb_max as f64 / 1024.0
+    );
+    for p in &r.phases {
+        out.push_str(&format!(
+            "  {}: expected state after {}; black holes until {} ({} of {} samples)\n",
+            p.name,
+            opt(p.reached_ms),
+            opt(p.black_hole_ms),
+            p.black_hole_samples,
+            p.samples
+        ));
+        if !p.persistent_loops.is_empty() {
+            out.push_str(&format!("    persistent loops: {:?}\n", p.persistent_loops));
+        }
+    }
+    for i in &r.invariants {
+        out.push_str(&format!(
+            "  [{}] {}{}\n",
+            if i.held { "ok" } else { "FAILED" },
+            i.name,
+            if i.held || i.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", i.detail)
+            }
+        ));
+    }
+    out.push_str(if r.ok {
+        "all invariants held\n"
+    } else {
+        "an invariant failed\n"
+    });
+    out
+}

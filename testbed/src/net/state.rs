@@ -1,0 +1,166 @@
+//! What runs where: `DIR/state.json`, written by `up` and the scenarios as each process
+//! starts (so a failed `up` leaves nothing `down` cannot find), read by `status`, `down`
+//! and the demo's Ctrl-C handler; and free ports for the processes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::emulator::Impairment;
+
+/// An authority as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthorityState {
+    /// Org.
+    pub org: String,
+    /// Data dir.
+    pub dir: PathBuf,
+    /// Enrollment port on 127.0.0.1.
+    pub port: u16,
+    /// Process id while running.
+    pub pid: Option<u32>,
+}
+
+/// A node as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node id.
+    pub id: String,
+    /// Data dir.
+    pub dir: PathBuf,
+    /// QUIC port on 127.0.0.1.
+    pub port: u16,
+    /// Process id while running.
+    pub pid: Option<u32>,
+}
+
+/// A link as recorded: `a` dials `b` at `relay_ab`, `b` dials `a` at `relay_ba`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkState {
+    /// One end (node index).
+    pub a: usize,
+    /// The other end.
+    pub b: usize,
+    /// Relay port a → b.
+    pub relay_ab: u16,
+    /// Relay port b → a.
+    pub relay_ba: u16,
+    /// Impairment at start.
+    pub impairment: Impairment,
+}
+
+/// Everything `status` and `down` need.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    /// Network dir.
+    pub dir: PathBuf,
+    /// Authorities.
+    pub authorities: Vec<AuthorityState>,
+    /// Nodes.
+    pub nodes: Vec<NodeState>,
+    /// Links.
+    pub links: Vec<LinkState>,
+    /// The background emulator process (`up` only).
+    pub emulator_pid: Option<u32>,
+}
+
+impl State {
+    /// Reads `DIR/state.json`.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("state.json");
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e} (is a testbed up in this dir?)", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes `DIR/state.json`.
+    pub fn save(&self) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        fs::write(self.dir.join("state.json"), text).map_err(|e| format!("state.json: {e}"))
+    }
+
+    /// Index of a node by id.
+    pub fn node_index(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+}
+
+/// `n` distinct free UDP ports on 127.0.0.1, taken below the kernel's ephemeral range so
+/// that no socket bound to port 0 (a relay's upstream side, a joining node) can take one
+/// between this choice and the process that binds it.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32_768);
+    let (first, last) = (10_000u16, low.saturating_sub(1));
+    if last <= first {
+        return Err("no port range below the ephemeral ports".into());
+    }
+    let span = u32::from(last - first);
+    let start = (std::process::id().wrapping_mul(7919)) % span;
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for k in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = first + u16::try_from((start + k) % span).unwrap_or(0);
+        if let Ok(socket) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            held.push(socket);
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(format!("only {} free ports below {low}", ports.len()));
+    }
+    Ok(ports)
+}
+
+impl State {
+    /// Every process id recorded: nodes, authorities, the emulator process.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.nodes.iter().filter_map(|n| n.pid).collect();
+        pids.extend(self.authorities.iter().filter_map(|a| a.pid));
+        pids.extend(self.emulator_pid);
+        pids
+    }
+}
+
+/// Whether `pid` runs and is a `trellis-testbed` process (a pid reused by something
+/// else is left alone).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("trellis-testbed"))
+        .unwrap_or(false)
+}
+
+/// Stops every recorded process that is still ours: SIGTERM, then SIGKILL after 10 s.
+/// Returns how many there were.
+pub fn stop_recorded(state: &State) -> usize {
+    let ours: Vec<u32> = state.pids().into_iter().filter(|&p| alive(p)).collect();
+    let signal = |name: &str, pid: u32| {
+        let _ = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    for &pid in &ours {
+        signal("-TERM", pid);
+    }
+    let stopped = super::cluster::wait_until(std::time::Duration::from_secs(10), || {
+        ours.iter().all(|&p| !alive(p))
+    });
+    if !stopped {
+        for &pid in ours.iter().filter(|&&p| alive(p)) {
+            signal("-KILL", pid);
+        }
+    }
+    ours.len()
+}
