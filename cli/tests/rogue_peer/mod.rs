@@ -220,7 +220,8 @@ async fn establish(
     let server = transport::server_config(&identity, trust.clone(), admit, &limits)
         .map_err(|e| err("server config")(&e))?;
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let endpoint = transport::endpoint(listen, server).map_err(|e| err("endpoint")(&e))?;
+    let endpoint =
+        transport::endpoint(listen, server, &identity).map_err(|e| err("endpoint")(&e))?;
     let conn = transport::dial(&endpoint, addr, &identity, trust, peer.clone(), &limits)
         .await
         .map_err(|e| err("dial")(&e))?;

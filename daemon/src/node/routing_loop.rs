@@ -593,6 +593,12 @@ impl RoutingLoop {
         }
         if let Some(old) = self.sessions.get(peer) {
             if !new_connection_wins(&old.dialer, &dialer) {
+                if old.up {
+                    // The peer dialed although our session is up: it may have restarted.
+                    // Probe the old session so a dead one ends now (stateless reset)
+                    // instead of at its hold timer; the peer's next dial then wins.
+                    let _ = old.handle.tx.try_send(Outgoing::Probe);
+                }
                 return false;
             }
             old.handle.kill.kill(

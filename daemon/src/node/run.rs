@@ -207,10 +207,11 @@ pub async fn run(
     });
     let server = transport::server_config(&identity, trust.clone(), admit.clone(), &limits)
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let endpoint = transport::endpoint(config.listen, server).map_err(|e| NodeError::Listen {
-        addr: config.listen.to_string(),
-        reason: e.to_string(),
-    })?;
+    let endpoint =
+        transport::endpoint(config.listen, server, &identity).map_err(|e| NodeError::Listen {
+            addr: config.listen.to_string(),
+            reason: e.to_string(),
+        })?;
     let bound = endpoint.local_addr().map_err(local)?;
     view.write().listen = bound.to_string();
 
@@ -599,10 +600,12 @@ async fn dial_loop(
                     return;
                 }
                 let since = Instant::now();
-                conn.closed().await;
-                // Back off again unless the connection held: a listener that refuses this
-                // node right after the handshake must not be redialed every `min`.
-                delay = if since.elapsed() >= STABLE_CONNECTION {
+                let closed = conn.closed().await;
+                // Back off again unless the connection held or lost a collision (the peer
+                // keeps another connection, or is probing a dead one of a previous run of
+                // ours): a listener that refuses this node right after the handshake must
+                // not be redialed every `min`.
+                delay = if since.elapsed() >= STABLE_CONNECTION || lost_collision(&closed) {
                     min
                 } else {
                     (delay * 2).min(max)
@@ -619,6 +622,16 @@ async fn dial_loop(
             }
         }
         tokio::time::sleep(jitter(delay)).await;
+    }
+}
+
+/// Whether the peer closed the connection because another connection between the two
+/// nodes won the tie-break.
+fn lost_collision(closed: &quinn::ConnectionError) -> bool {
+    let collision = trellis_schemas::peering_capnp::CloseReason::CollisionResolved as u32;
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code == collision.into(),
+        _ => false,
     }
 }
 

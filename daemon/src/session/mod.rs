@@ -115,6 +115,9 @@ pub enum Outgoing {
     Message(Message),
     /// A trust snapshot envelope to flood.
     TrustSnapshot(Arc<Vec<u8>>),
+    /// A keepalive now: the peer dialed again while this session is up, so it may have
+    /// restarted; a packet on a dead connection draws its stateless reset at once.
+    Probe,
 }
 
 /// Closes a session from outside, with a reason (also when its queue is full).

@@ -381,6 +381,7 @@ fn call(client: &peer_session::Client, seq: u64, item: Outgoing) -> Call {
                 (seq, req.send().promise.await.map(|_| None))
             })
         }
+        Outgoing::Probe => keepalive(client, seq),
         Outgoing::TrustSnapshot(bytes) => {
             let mut req = client.signed_request();
             let written = write_envelope(&bytes, req.get().init_envelope());

@@ -25,6 +25,7 @@ use trellis_routing::NodeId;
 use crate::node::trust::TrustStore;
 use crate::{pki, tls};
 
+mod cid;
 mod verify;
 
 #[cfg(test)]
@@ -270,13 +271,37 @@ pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, Transport
     })
 }
 
-/// One endpoint that both listens and dials (a node dials its peers from its listening socket).
+/// One endpoint that both listens and dials (a node dials its peers from its listening
+/// socket).
+///
+/// Its stateless-reset key is derived from the node's private key, so it is the same in
+/// every run: when a node restarts on its address, a peer still holding the old
+/// connection gets a valid stateless reset (RFC 9000 §10.3) with its next packet and
+/// drops the dead connection at once, instead of refusing the new one as a collision
+/// until its hold timer runs out.
 pub fn endpoint(
     listen: SocketAddr,
     server: quinn::ServerConfig,
+    identity: &Identity,
 ) -> Result<quinn::Endpoint, TransportError> {
-    quinn::Endpoint::server(server, listen)
-        .map_err(|e| TransportError::Io(format!("cannot listen on {listen}: {e}")))
+    let io = |e: std::io::Error| TransportError::Io(format!("cannot listen on {listen}: {e}"));
+    let socket = std::net::UdpSocket::bind(listen).map_err(io)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| TransportError::Io("no async runtime for the QUIC endpoint".into()))?;
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key(identity)));
+    // Ids the new process does not drop unanswered (see `cid.rs`).
+    config.cid_generator(|| {
+        Box::new(cid::RandomCids::new()) as Box<dyn quinn::ConnectionIdGenerator>
+    });
+    quinn::Endpoint::new(config, Some(server), socket, runtime).map_err(io)
+}
+
+/// HMAC key of the stateless-reset tokens: HMAC-SHA256 of the node's private key under a
+/// fixed label (an HKDF extract step), the same in every run with that key.
+fn reset_key(identity: &Identity) -> ring::hmac::Key {
+    let label = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"trellis quic stateless reset v1");
+    let derived = ring::hmac::sign(&label, identity.key.secret_der());
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
 }
 
 /// Dials `addr` expecting `expected`; the server name passed to quinn is a fixed placeholder

@@ -72,7 +72,7 @@ fn loopback() -> SocketAddr {
 /// A node's endpoint on loopback, listening with `trust` and `admit`.
 fn node_endpoint(identity: &Identity, trust: Arc<TrustStore>, admit: Admit) -> quinn::Endpoint {
     let server = server_config(identity, trust, admit, &Limits::default()).expect("server");
-    endpoint(loopback(), server).expect("endpoint")
+    endpoint(loopback(), server, identity).expect("endpoint")
 }
 
 /// Accepts one connection on `listener` in a task; yields the handshake's outcome.
@@ -336,4 +336,71 @@ fn a_keep_alive_not_shorter_than_the_idle_timeout_is_refused() {
     };
     let err = client_config(&b, trusting(&[&acme]), id("acme/a"), &limits).expect_err("limits");
     assert!(matches!(err, TransportError::Limits(_)), "{err}");
+}
+
+/// A node restarted on its address with its key: a peer still holding the connection to
+/// the old process gets a stateless reset with its next packet, not a silent hold-timer
+/// wait.
+#[tokio::test]
+async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
+    let acme = org_ca("acme");
+    let (a, _) = identity(&acme, "acme/a");
+    let (b, _) = identity(&acme, "acme/b");
+    let trust = trusting(&[&acme]);
+
+    // The "old process" of a: its own runtime on a thread, dropped without closing
+    // anything (as kill -9 leaves it).
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (old_a, old_trust) = (a.clone(), trust.clone());
+    let old = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        rt.spawn(async move {
+            let listener = node_endpoint(&old_a, old_trust, admit_all());
+            addr_tx
+                .send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            let incoming = listener.accept().await.expect("endpoint open");
+            let _accepted = accept(incoming).await.expect("accepted");
+            std::future::pending::<()>().await;
+        });
+        let _ = rt.block_on(stop_rx);
+        // Shutting the runtime down drops the endpoint's driver mid-flight: no close
+        // frame is sent, the socket is released.
+        drop(_guard);
+        rt.shutdown_background();
+    });
+    let addr = addr_rx.recv().expect("old a listening");
+    let dialing = node_endpoint(&b, trust.clone(), admit_all());
+    let conn = dial(
+        &dialing,
+        addr,
+        &b,
+        trust.clone(),
+        id("acme/a"),
+        &Limits::default(),
+    )
+    .await
+    .expect("dial");
+    let _ = stop_tx.send(());
+    old.join().expect("old a gone");
+
+    // The new process binds the same address with the same key.
+    let server = server_config(&a, trust.clone(), admit_all(), &Limits::default()).expect("server");
+    let restarted = endpoint(addr, server, &a).expect("rebind the same address");
+
+    // b sends on the old connection: the new process answers with a stateless reset.
+    if let Ok(mut stream) = conn.open_uni().await {
+        let _ = stream.write_all(&[0u8; 200]).await;
+    }
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
+    drop(restarted);
+    assert!(
+        matches!(outcome, Ok(quinn::ConnectionError::Reset)),
+        "the old connection ended with {outcome:?}"
+    );
 }
