@@ -543,20 +543,38 @@ impl Router {
             Touch::Resort
         });
         // A best path via this peer that stayed best still carries a new metric
-        // downstream; a service whose best is via another peer exports exactly what
-        // it did, and one whose best moved is queued by `apply_changes`.
+        // downstream and to the table's owner (BestChanged with the new metric); a
+        // service whose best is via another peer exports exactly what it did, and one
+        // whose best moved is reported and queued by `apply_changes`.
+        let moved: std::collections::HashSet<ServiceName> = changes
+            .iter()
+            .filter(|(_, c)| c.changed())
+            .map(|(s, _)| s.clone())
+            .collect();
+        metric_moved.sort();
+        let mut metric_only = Vec::new();
         for service in metric_moved {
-            let best_via_slot = self
+            if moved.contains(&service) {
+                continue;
+            }
+            let best = self
                 .table
                 .map
                 .get(&service)
                 .and_then(|paths| crate::table::best_of(paths))
-                .is_some_and(|b| b.peer == slot);
-            if best_via_slot {
+                .filter(|b| b.peer == slot);
+            if let Some(b) = best {
                 self.mark_pending(now, &service, Some(slot), Some(slot));
+                metric_only.push((service, self.best_view(&b)));
             }
         }
         self.apply_changes(now, changes);
+        for (service, best) in metric_only {
+            self.outputs.push_back(Output::BestChanged {
+                service,
+                best: Some(best),
+            });
+        }
     }
 
     fn on_manifest(&mut self, now: Instant, from: Option<NodeId>, signed: SignedManifest) {

@@ -549,10 +549,18 @@ fn a_link_cost_change_re_announces_only_services_whose_best_path_is_affected() {
         h.batches_to("a/p1").is_empty(),
         "split horizon for s1, s2 untouched"
     );
-    assert!(!has_output(&h.out, |o| matches!(
-        o,
-        Output::BestChanged { .. }
-    )));
+    // The owner of the table learns s1's new metric; s2 is not reported.
+    let reported: Vec<(String, Option<u64>)> = h
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::BestChanged { service, best } => {
+                Some((service.as_str().to_owned(), best.as_ref().map(|b| b.metric)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, [("s1.z".to_owned(), Some(25))]);
     h.take();
 
     // 2. A large change moves s1 to p2; s2 is still not re-announced to anyone.
