@@ -22,18 +22,17 @@ pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
     match name {
         "converge" | "lossy-link" => Ok(()),
         "kill-node" => {
-            let mut w = Watch::start();
+            let w = Watch::start();
             run.kill_node(victim);
             let (expected, absent) = run.expectations(&[]);
-            let done = run.settle(&mut w, &expected, &absent);
-            let detail = outcome(&w, &expected, &absent, done);
-            run.hold(
+            settle_phase(
+                run,
+                w,
+                (&expected, &absent),
                 "the dead node's service and what valley-free export no longer allows are withdrawn; everything still reachable is delivered",
-                done.is_some(),
-                detail,
+                "no persistent forwarding loop after the failure",
+                "after the kill",
             );
-            loops(run, &w, "no persistent forwarding loop after the failure");
-            run.phases.push(w.phase("after the kill", done));
             Ok(())
         }
         "restart-node" => {
@@ -41,11 +40,14 @@ pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
             run.kill_node(victim);
             run.observe_for(&mut w, Duration::from_millis(500), &full);
             run.cluster.start_node(victim)?;
-            let done = run.settle(&mut w, &full, &full_absent);
-            let detail = outcome(&w, &full, &full_absent, done);
-            run.hold("after the restart everything reachable before is reachable again (the restarted node restored its origination)", done.is_some(), detail);
-            loops(run, &w, "no persistent forwarding loop");
-            run.phases.push(w.phase("from the kill", done));
+            settle_phase(
+                run,
+                w,
+                (&full, &full_absent),
+                "after the restart everything reachable before is reachable again (the restarted node restored its origination)",
+                "no persistent forwarding loop",
+                "from the kill",
+            );
             Ok(())
         }
         "partition-heal" => partition_heal(run, &full, &full_absent),
@@ -64,16 +66,14 @@ pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
                 run.observe_for(&mut w, Duration::from_millis(200), &full);
             }
             run.phases.push(w.phase("during the storm", None));
-            let mut w = Watch::start();
-            let done = run.settle(&mut w, &full, &full_absent);
-            let detail = outcome(&w, &full, &full_absent, done);
-            run.hold(
+            settle_phase(
+                run,
+                Watch::start(),
+                (&full, &full_absent),
                 "after every node restarted, everything reachable before is reachable again",
-                done.is_some(),
-                detail,
+                "no persistent forwarding loop after the storm",
+                "after the last restart",
             );
-            loops(run, &w, "no persistent forwarding loop after the storm");
-            run.phases.push(w.phase("after the last restart", done));
             Ok(())
         }
         other => Err(format!("unknown scenario {other}")),
@@ -90,6 +90,25 @@ fn outcome(w: &Watch, expected: &Pairs, absent: &Pairs, done: Option<Duration>) 
         ),
         None => format!("not within {} s: {}", LIMIT.as_secs(), w.problems()),
     }
+}
+
+/// The checks after a fault, under one phase name: the network settles into `expected`
+/// (and holds none of `absent`), which is invariant `settled`; no loop outlasted the
+/// threshold, invariant `no_loop`. Returns when it settled.
+fn settle_phase(
+    run: &mut Run,
+    mut w: Watch,
+    (expected, absent): (&Pairs, &Pairs),
+    settled: &str,
+    no_loop: &str,
+    phase: &str,
+) -> Option<Duration> {
+    let done = run.settle(&mut w, expected, absent);
+    let detail = outcome(&w, expected, absent, done);
+    run.hold(settled, done.is_some(), detail);
+    loops(run, &w, no_loop);
+    run.phases.push(w.phase(phase, done));
+    done
 }
 
 fn loops(run: &mut Run, w: &Watch, name: &str) {
@@ -113,33 +132,31 @@ fn links_of_node0(run: &Run) -> Result<Vec<(String, String)>, String> {
 
 fn partition_heal(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<(), String> {
     let links = links_of_node0(run)?;
-    let mut w = Watch::start();
+    let w = Watch::start();
     for (a, b) in &links {
         run.cluster.link(a, b).ok_or("no such link")?.cut();
     }
     let (expected, absent) = run.expectations(&[]);
-    let split = run.settle(&mut w, &expected, &absent);
-    let detail = outcome(&w, &expected, &absent, split);
-    run.hold(
+    settle_phase(
+        run,
+        w,
+        (&expected, &absent),
         "while partitioned, each side withdraws the other side's services and keeps its own",
-        split.is_some(),
-        detail,
+        "no persistent forwarding loop while partitioned",
+        "partitioned",
     );
-    loops(run, &w, "no persistent forwarding loop while partitioned");
-    run.phases.push(w.phase("partitioned", split));
-    let mut w = Watch::start();
+    let w = Watch::start();
     for (a, b) in &links {
         run.cluster.link(a, b).ok_or("no such link")?.heal();
     }
-    let done = run.settle(&mut w, full, full_absent);
-    let detail = outcome(&w, full, full_absent, done);
-    run.hold(
+    settle_phase(
+        run,
+        w,
+        (full, full_absent),
         "after healing everything reachable before is reachable again",
-        done.is_some(),
-        detail,
+        "no persistent forwarding loop after healing",
+        "after the heal",
     );
-    loops(run, &w, "no persistent forwarding loop after healing");
-    run.phases.push(w.phase("after the heal", done));
     Ok(())
 }
 
@@ -192,16 +209,14 @@ fn flap(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<(), String> 
         },
     );
     run.phases.push(w.phase("flapping", None));
-    let mut w = Watch::start();
-    let done = run.settle(&mut w, full, full_absent);
-    let detail = outcome(&w, full, full_absent, done);
-    run.hold(
+    settle_phase(
+        run,
+        Watch::start(),
+        (full, full_absent),
         "after the flapping stops everything reachable before is reachable again",
-        done.is_some(),
-        detail,
+        "no persistent forwarding loop after the flapping",
+        "after the flapping",
     );
-    loops(run, &w, "no persistent forwarding loop after the flapping");
-    run.phases.push(w.phase("after the flapping", done));
     Ok(())
 }
 
