@@ -132,6 +132,10 @@ struct Current {
     serial: Vec<u8>,
     handle: SessionHandle,
     up: bool,
+    /// When it came up.
+    up_since: Option<Instant>,
+    /// When the peer last dialed again while this session was up (and it was probed).
+    redialed_at: Option<Instant>,
 }
 
 /// The loop's state.
@@ -156,6 +160,17 @@ pub struct RoutingLoop {
     /// Route limit of a peer added without one (`limits.max_routes_per_peer`).
     default_max_routes: usize,
 }
+
+/// A session up this long is kept when the peer connects again (the new connection is
+/// refused and the old one probed: if the peer restarted, the probe draws a stateless
+/// reset and the peer's next dial gets in). Above the time both sides need to see a
+/// session up (one round trip), so both sides almost always decide alike; when they do
+/// not, both connections close and the next dial settles it.
+const ESTABLISHED_WINS_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A session lost within this long of its peer dialing again counts as the peer's
+/// restart (graceful): the probe's stateless reset arrives within a round trip.
+const RESTART_DETECTION: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long an operator change waits for its commit before the answer says it is not
 /// saved yet.
@@ -460,6 +475,7 @@ impl RoutingLoop {
                     return;
                 };
                 current.up = true;
+                current.up_since = Some(now);
                 self.last_epoch += 1;
                 self.epochs.insert(peer.clone(), self.last_epoch);
                 self.router
@@ -489,6 +505,14 @@ impl RoutingLoop {
                 let Some(current) = self.sessions.remove(&peer) else {
                     return;
                 };
+                // A session that ends right after its peer dialed again ended because the
+                // peer restarted (RFC 4724's receiving speaker): keep its routes as stale
+                // until its new session refreshes them, instead of withdrawing them for
+                // the few milliseconds until it is back.
+                let graceful = graceful
+                    || current
+                        .redialed_at
+                        .is_some_and(|t| now.saturating_duration_since(t) <= RESTART_DETECTION);
                 if current.up {
                     self.router.handle(
                         now,
@@ -592,12 +616,22 @@ impl RoutingLoop {
             return false;
         }
         if let Some(old) = self.sessions.get(peer) {
-            if !new_connection_wins(&old.dialer, &dialer) {
+            // A session up for a while wins over any new connection (as BGP keeps an
+            // Established session): a late dial, e.g. one whose first packets went to a
+            // peer that was not listening yet, must not tear a working session down.
+            // Between connections that are not both settled the lower dialer's wins.
+            let established = old
+                .up_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= ESTABLISHED_WINS_AFTER);
+            if established || !new_connection_wins(&old.dialer, &dialer) {
                 if old.up {
                     // The peer dialed although our session is up: it may have restarted.
                     // Probe the old session so a dead one ends now (stateless reset)
                     // instead of at its hold timer; the peer's next dial then wins.
                     let _ = old.handle.tx.try_send(Outgoing::Probe);
+                    if let Some(old) = self.sessions.get_mut(peer) {
+                        old.redialed_at = Some(now);
+                    }
                 }
                 return false;
             }
@@ -624,6 +658,8 @@ impl RoutingLoop {
                 serial,
                 handle,
                 up: false,
+                up_since: None,
+                redialed_at: None,
             },
         );
         true

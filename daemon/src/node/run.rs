@@ -577,16 +577,22 @@ async fn dial_loop(
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        match transport::dial(
+        let dialing = transport::dial(
             &endpoint,
             addr,
             &current,
             trust.clone(),
             peer.clone(),
             &limits,
-        )
-        .await
-        {
+        );
+        // A dial whose first packets found no listener completes only at QUIC's next
+        // retransmission; if the peer dialed us meanwhile, that late connection would
+        // only contend with a working session: abandon it.
+        let dialed = tokio::select! {
+            dialed = dialing => dialed,
+            () = until_up(&view, &peer) => continue,
+        };
+        match dialed {
             Ok(conn) => {
                 let local = current.node.clone();
                 if conns
@@ -622,6 +628,13 @@ async fn dial_loop(
             }
         }
         tokio::time::sleep(jitter(delay)).await;
+    }
+}
+
+/// Returns once the session with `peer` is up.
+async fn until_up(view: &View, peer: &NodeId) {
+    while !view.peer_up(peer.as_str()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

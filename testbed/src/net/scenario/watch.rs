@@ -300,6 +300,26 @@ impl Run {
         self.cluster.kill_node(i);
     }
 
+    /// Waits (up to [`LIMIT`]) until every running node has its session up with every
+    /// running peer; whether that happened.
+    pub fn sessions_up(&self) -> bool {
+        let nodes = &self.cluster.state.nodes;
+        let running: std::collections::HashSet<&str> = nodes
+            .iter()
+            .filter(|n| n.pid.is_some())
+            .map(|n| n.id.as_str())
+            .collect();
+        crate::net::cluster::wait_until(LIMIT, || {
+            nodes.iter().filter(|n| n.pid.is_some()).all(|n| {
+                observe::peers(n).is_some_and(|peers| {
+                    peers
+                        .iter()
+                        .all(|p| p.state == "up" || !running.contains(p.node_id.as_str()))
+                })
+            })
+        })
+    }
+
     /// Node `i` originates its scenario service.
     pub fn advertise(&self, i: usize) -> Result<(), String> {
         let node = &self.cluster.state.nodes[i];
