@@ -422,7 +422,8 @@ pub struct StoredEvent {
 /// Events at or after `since`, oldest first (read on its own connection: WAL readers
 /// never wait on the writer).
 pub fn events(path: &Path, since: u64) -> rusqlite::Result<Vec<StoredEvent>> {
-    let conn = open(path)?;
+    // The writer created the schema at start; a read needs no DDL.
+    let conn = open_sqlite(path)?;
     let mut stmt = conn
         .prepare("SELECT seq, at, kind, subject, detail FROM events WHERE at >= ?1 ORDER BY seq")?;
     let rows = stmt.query_map([i64::try_from(since).unwrap_or(i64::MAX)], |r| {

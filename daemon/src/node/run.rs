@@ -126,7 +126,7 @@ pub async fn run(
     // Trust: own CA for own org, the stored snapshot, partner CAs for their orgs only.
     let trust = Arc::new(TrustStore::new());
     trust.trust_ca(&org, ca_der.clone());
-    let own_snapshot = stored_snapshot(&paths, &org, &trust);
+    let own_snapshot = stored_snapshot(&node_store, &org, &trust);
     config
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -141,7 +141,7 @@ pub async fn run(
             trust.trust_ca(&p.org, ca.clone());
         }
         // A partner's revocations learned before this start stay in force.
-        let _ = stored_snapshot(&paths, &p.org, &trust);
+        let _ = stored_snapshot(&node_store, &p.org, &trust);
     }
 
     // Routing core.
@@ -325,8 +325,7 @@ pub async fn run(
     Ok(())
 }
 
-fn stored_snapshot(paths: &Paths, org: &OrgId, trust: &TrustStore) -> Option<Arc<Vec<u8>>> {
-    let store = NodeStore::open(&paths.db()).ok()?;
+fn stored_snapshot(store: &NodeStore, org: &OrgId, trust: &TrustStore) -> Option<Arc<Vec<u8>>> {
     let envelope = store.snapshot_envelope(org.as_str()).ok()??;
     let decoded =
         trellis_policy::Envelope::decode(&envelope, trellis_policy::Kind::TrustSnapshot).ok()?;
