@@ -64,6 +64,8 @@ struct Link {
     epoch: u32,
     /// Last delivery time per direction, to keep each direction in order.
     last: [u64; 2],
+    /// When both ends notice the last cut (their sessions go down then).
+    down_at: u64,
 }
 
 enum Ev {
@@ -289,6 +291,7 @@ impl Sim {
                 up: true,
                 epoch: 0,
                 last: [0, 0],
+                down_at: 0,
             });
         }
         Self {
@@ -589,6 +592,7 @@ impl Sim {
                 let (a, b) = (l.a, l.b);
                 self.next_hop_died(|from, hop| (from, hop) == (a, b) || (from, hop) == (b, a));
                 let detect = self.now.saturating_add(us(self.cfg.detect));
+                self.links[link].down_at = detect;
                 self.push(detect, Ev::Down { node: a, peer: b });
                 self.push(detect, Ev::Down { node: b, peer: a });
             }
@@ -598,10 +602,13 @@ impl Sim {
                     return;
                 }
                 l.epoch += 1;
-                // One round trip for the handshake.
+                // One round trip for the handshake, and never before both ends noticed
+                // the cut: a link healed before its sessions went down still loses them
+                // (what was sent meanwhile is gone), then comes back with a full table.
                 let at = self
                     .now
-                    .saturating_add(us(l.params.delay).saturating_mul(2));
+                    .saturating_add(us(l.params.delay).saturating_mul(2))
+                    .max(l.down_at.saturating_add(1));
                 self.schedule_up(link, at);
             }
         }
