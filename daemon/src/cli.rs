@@ -124,6 +124,28 @@ fn duration(flag: &str, text: &str) -> Result<u64, ExitCode> {
     parse_duration(text).map_err(|e| fail(2, format!("--{flag}: {e}")))
 }
 
+/// A runtime whose drop waits at most [`RUNTIME_STOP`] for its remaining tasks and
+/// blocking calls: `trellisd` exits when its work is done, not when the last straggler is.
+struct BoundedRuntime(Option<tokio::runtime::Runtime>);
+
+/// How long dropping the runtime waits for what is still running on it.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl std::ops::Deref for BoundedRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the runtime is present until drop")
+    }
+}
+
+impl Drop for BoundedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_timeout(RUNTIME_STOP);
+        }
+    }
+}
+
 /// Runs `trellisd` with `args` (the first one is the program name).
 pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
@@ -147,7 +169,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => BoundedRuntime(Some(rt)),
         Err(e) => return fail(6, format!("cannot start the runtime: {e}")),
     };
     match cli.command {

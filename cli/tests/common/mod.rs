@@ -288,6 +288,29 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// Sends `signal` (`-TERM`, `-INT`) as an operator would and waits for the daemon to
+    /// exit; panics if it is still running after 20 s (the bound of a hang, not a timing).
+    pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the node is running");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {}", child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the node") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} still running 20 s after kill {signal}", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the daemon at once (`kill -9`).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

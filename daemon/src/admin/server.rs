@@ -39,17 +39,20 @@ where
     F: Future<Output = Result<serde_json::Value, ApiError>> + Send,
 {
     let handle = Arc::new(handle);
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Owned here: when the server is aborted, every open admin connection ends with it
+    // (a client that keeps its connection open must not keep the daemon alive).
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            let _ = connections.join_next().await;
+            continue;
+        }
         match listener.accept().await {
             Ok((stream, _)) => {
                 let handle = handle.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     connection(stream, handle.as_ref()).await;
-                    drop(permit);
                 });
             }
             Err(e) => tracing::warn!(error = %e, "admin accept failed"),

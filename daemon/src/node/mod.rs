@@ -12,6 +12,7 @@ use trellis_policy::TrustSnapshot;
 
 pub mod admin_server;
 pub mod config;
+mod connections;
 pub mod peering;
 pub mod reload;
 pub mod route_store;

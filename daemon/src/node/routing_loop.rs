@@ -339,6 +339,7 @@ impl RoutingLoop {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<Event>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) {
         loop {
             let timer = self
@@ -350,6 +351,7 @@ impl RoutingLoop {
                 });
             tokio::select! {
                 biased;
+                () = shutdown.cancelled() => break,
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
                     None => break,

@@ -13,23 +13,25 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use trellis_routing::{Input, NodeId, OrgId, Relationship, Router, RouterConfig};
 
 use super::config::NodeConfig;
+use super::connections::{Connections, Dialing};
 use super::route_store;
-use super::routing_loop::{Command, DialCmd, PeerSpec, RoutingLoop};
+use super::routing_loop::{Command, PeerSpec, RoutingLoop};
 use super::trust::TrustStore;
 use super::view::View;
 use super::{NodeStore, Paths};
-use crate::session::{self, Event, SessionConfig};
+use crate::session::{Event, SessionConfig};
 use crate::transport::{self, Identity};
 use crate::util::files::read_secret;
+use crate::util::tasks::{join_thread, OwnedTask};
 use crate::{codec, pki};
 
 /// Why the node could not start.
@@ -53,13 +55,6 @@ pub enum NodeError {
 
 fn local(e: impl std::fmt::Display) -> NodeError {
     NodeError::Local(e.to_string())
-}
-
-/// A new connection for the session thread.
-struct NewConn {
-    conn: quinn::Connection,
-    peer: NodeId,
-    dialer: NodeId,
 }
 
 /// The node's identity as loaded from its data dir.
@@ -180,7 +175,7 @@ pub async fn run(
         HashMap::new(),
         admitted.clone(),
         view.clone(),
-        store_tx.clone(),
+        store_tx,
         trust.clone(),
         node_store,
         ca_der,
@@ -215,8 +210,17 @@ pub async fn run(
     let bound = endpoint.local_addr().map_err(local)?;
     view.write().listen = bound.to_string();
 
-    // Session thread.
-    let (conn_tx, conn_rx) = mpsc::unbounded_channel::<NewConn>();
+    // Admin socket first: a second daemon on this data dir stops here.
+    let admin_path = paths.dir.join("admin.sock");
+    let admin = super::admin_server::bind(&admin_path).map_err(|e| {
+        NodeError::Local(format!(
+            "{}: {e}; is another trellisd running on this data dir?",
+            admin_path.display()
+        ))
+    })?;
+
+    // Sessions, the accept loop and the dialers.
+    let shutdown = CancellationToken::new();
     let (event_tx, event_rx) = mpsc::channel::<Event>(1024);
     let session_cfg = SessionConfig {
         local: local_id.clone(),
@@ -229,28 +233,29 @@ pub async fn run(
         max_in_flight: 16,
         open_timeout: Duration::from_secs(10),
     };
-    let session_thread = spawn_session_thread(conn_rx, event_tx, session_cfg)?;
-
-    // Accept and dial.
-    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), conn_tx.clone(), view.clone()));
     let identity = Arc::new(RwLock::new(identity));
-    let dial_task = tokio::spawn(dial_manager(
-        dial_rx,
-        endpoint.clone(),
-        identity.clone(),
-        trust.clone(),
+    let dialing = Dialing {
+        identity: identity.clone(),
+        trust: trust.clone(),
         limits,
-        conn_tx,
-        view.clone(),
-        (
+        backoff: (
             config.timers.connect_retry_min,
             config.timers.connect_retry_max,
         ),
-    ));
+    };
+    let connections = Connections::start(
+        &endpoint,
+        dial_rx,
+        dialing,
+        event_tx,
+        session_cfg,
+        view.clone(),
+        shutdown.clone(),
+    )
+    .map_err(local)?;
 
-    // Admin socket and background trust refresh.
+    // Admin API and background trust refresh.
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
-    let admin = super::admin_server::bind(&paths.dir.join("admin.sock")).map_err(local)?;
     let reloader = Arc::new(super::reload::Reloader::new(
         loader,
         org.clone(),
@@ -259,14 +264,14 @@ pub async fn run(
         config.clone(),
         peerings.iter().map(|p| p.org.clone()).collect(),
     ));
-    let admin_task = tokio::spawn(super::admin_server::serve(
+    let admin_task = OwnedTask::spawn(super::admin_server::serve(
         admin,
         view.clone(),
         cmd_tx.clone(),
         paths.clone(),
         reloader.clone(),
     ));
-    let hup_task = tokio::spawn(super::reload::on_sighup(reloader));
+    let hup_task = OwnedTask::spawn(super::reload::on_sighup(reloader));
     let renewal = Renewal {
         endpoint: endpoint.clone(),
         identity,
@@ -275,9 +280,9 @@ pub async fn run(
         admit,
         limits: transport::Limits::default(),
     };
-    let refresh_task = tokio::spawn(refresh_trust(
+    let refresh_task = OwnedTask::spawn(refresh_trust(
         paths.clone(),
-        cmd_tx.clone(),
+        cmd_tx,
         renewal,
         config.timers.trust_refresh,
     ));
@@ -285,45 +290,51 @@ pub async fn run(
     println!(
         "node {} listening on {bound}; admin socket {}",
         local_id.as_str(),
-        paths.dir.join("admin.sock").display()
+        admin_path.display()
     );
     tracing::info!(node = local_id.as_str(), listen = %bound, "node running");
 
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(local)?;
-    let routing_run = routing.run(cmd_rx, event_rx);
-    tokio::pin!(routing_run);
-    let stopped_by_signal = tokio::select! {
-        () = &mut routing_run => false,
-        _ = tokio::signal::ctrl_c() => true,
-        _ = sigterm.recv() => true,
-    };
-    tracing::info!("node stopping");
-    accept_task.abort();
-    dial_task.abort();
-    admin_task.abort();
-    hup_task.abort();
-    refresh_task.abort();
-    drop(cmd_tx);
-    if stopped_by_signal {
-        // With every command sender gone the loop ends and closes each session with
-        // adminShutdown; give the sessions a moment to tell their peers.
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut routing_run).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        let routing_run = routing.run(cmd_rx, event_rx, shutdown.clone());
+        tokio::pin!(routing_run);
+        tokio::select! {
+            () = &mut routing_run => {},
+            _ = tokio::signal::ctrl_c() => {},
+            _ = sigterm.recv() => {},
+        }
+        tracing::info!("node stopping");
+        // The loop sees the cancellation at once and asks every session to close with
+        // adminShutdown; then it is dropped, and with it the store writer's sender.
+        shutdown.cancel();
+        let _ = tokio::time::timeout(STOP_STEP, &mut routing_run).await;
+    }
+    drop((admin_task, hup_task, refresh_task));
+    if !connections.stop(STOP_STEP).await {
+        tracing::warn!("sessions still running at shutdown; left behind");
     }
     endpoint.close(
         (trellis_schemas::peering_capnp::CloseReason::AdminShutdown as u32).into(),
         b"node shutting down",
     );
-    let _ = std::fs::remove_file(paths.dir.join("admin.sock"));
-    drop(store_tx);
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = store_thread.join();
-        let _ = session_thread.join();
-    })
-    .await;
+    // Let the close frames go out; a peer that never answers does not hold us.
+    let _ = tokio::time::timeout(STOP_STEP, endpoint.wait_idle()).await;
+    let _ = std::fs::remove_file(&admin_path);
+    // Every sender of the store writer is gone: it commits what it holds and ends.
+    if !join_thread(store_thread, STORE_FLUSH).await {
+        tracing::error!(
+            "the store writer did not finish within {STORE_FLUSH:?}; exiting without it"
+        );
+    }
+    tracing::info!("node stopped");
     Ok(())
 }
+
+/// Bound on each step of the shutdown (routing loop, sessions, close frames).
+const STOP_STEP: Duration = Duration::from_millis(500);
+/// Bound on the store writer's last commit at shutdown.
+const STORE_FLUSH: Duration = Duration::from_secs(2);
 
 fn stored_snapshot(store: &NodeStore, org: &OrgId, trust: &TrustStore) -> Option<Arc<Vec<u8>>> {
     let envelope = store.snapshot_envelope(org.as_str()).ok()??;
@@ -442,219 +453,6 @@ fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
             "table restored from the store (stale until refreshed)"
         );
     }
-}
-
-fn spawn_session_thread(
-    mut conns: mpsc::UnboundedReceiver<NewConn>,
-    events: mpsc::Sender<Event>,
-    cfg: SessionConfig,
-) -> Result<std::thread::JoinHandle<()>, NodeError> {
-    std::thread::Builder::new()
-        .name("trellis-sessions".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the session thread");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            let cfg = Rc::new(cfg);
-            let ids = AtomicU64::new(1);
-            local.block_on(&rt, async move {
-                while let Some(new) = conns.recv().await {
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::spawn_local(session::run(
-                        new.conn,
-                        new.peer,
-                        new.dialer,
-                        id,
-                        cfg.clone(),
-                        events.clone(),
-                    ));
-                }
-            });
-        })
-        .map_err(local)
-}
-
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    conns: mpsc::UnboundedSender<NewConn>,
-    view: Arc<View>,
-) {
-    while let Some(incoming) = endpoint.accept().await {
-        let conns = conns.clone();
-        let view = view.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => match transport::peer_identity(&conn) {
-                    Ok(peer) => {
-                        let _ = conns.send(NewConn {
-                            conn,
-                            peer: peer.node.clone(),
-                            dialer: peer.node,
-                        });
-                    }
-                    Err(e) => tracing::warn!(%remote, error = %e, "no peer identity"),
-                },
-                Err(e) => {
-                    view.count("handshakes_refused", 1);
-                    tracing::info!(%remote, error = %e, "inbound handshake refused");
-                }
-            }
-        });
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn dial_manager(
-    mut cmds: mpsc::UnboundedReceiver<DialCmd>,
-    endpoint: quinn::Endpoint,
-    identity: Arc<RwLock<Identity>>,
-    trust: Arc<TrustStore>,
-    limits: transport::Limits,
-    conns: mpsc::UnboundedSender<NewConn>,
-    view: Arc<View>,
-    backoff: (Duration, Duration),
-) {
-    let mut dialers: HashMap<NodeId, tokio::task::JoinHandle<()>> = HashMap::new();
-    while let Some(cmd) = cmds.recv().await {
-        match cmd {
-            DialCmd::Start(spec) => {
-                let Some(addr) = spec.address else { continue };
-                let task = tokio::spawn(dial_loop(
-                    spec.node.clone(),
-                    addr,
-                    endpoint.clone(),
-                    identity.clone(),
-                    trust.clone(),
-                    limits.clone(),
-                    conns.clone(),
-                    view.clone(),
-                    backoff,
-                ));
-                if let Some(old) = dialers.insert(spec.node, task) {
-                    old.abort();
-                }
-            }
-            DialCmd::Stop(node) => {
-                if let Some(task) = dialers.remove(&node) {
-                    task.abort();
-                }
-            }
-        }
-    }
-}
-
-/// Keeps a session with `peer` up: dial, wait for the connection to end, redial with
-/// exponential backoff and ±20 % jitter.
-#[allow(clippy::too_many_arguments)]
-async fn dial_loop(
-    peer: NodeId,
-    addr: SocketAddr,
-    endpoint: quinn::Endpoint,
-    identity: Arc<RwLock<Identity>>,
-    trust: Arc<TrustStore>,
-    limits: transport::Limits,
-    conns: mpsc::UnboundedSender<NewConn>,
-    view: Arc<View>,
-    (min, max): (Duration, Duration),
-) {
-    let mut delay = min;
-    loop {
-        if view.peer_up(peer.as_str()) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        let current = identity
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let dialing = transport::dial(
-            &endpoint,
-            addr,
-            &current,
-            trust.clone(),
-            peer.clone(),
-            &limits,
-        );
-        // A dial whose first packets found no listener completes only at QUIC's next
-        // retransmission; if the peer dialed us meanwhile, that late connection would
-        // only contend with a working session: abandon it.
-        let dialed = tokio::select! {
-            dialed = dialing => dialed,
-            () = until_up(&view, &peer) => continue,
-        };
-        match dialed {
-            Ok(conn) => {
-                let local = current.node.clone();
-                if conns
-                    .send(NewConn {
-                        conn: conn.clone(),
-                        peer: peer.clone(),
-                        dialer: local,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-                let since = Instant::now();
-                let closed = conn.closed().await;
-                // Back off again unless the connection held or lost a collision (the peer
-                // keeps another connection, or is probing a dead one of a previous run of
-                // ours): a listener that refuses this node right after the handshake must
-                // not be redialed every `min`.
-                delay = if since.elapsed() >= STABLE_CONNECTION || lost_collision(&closed) {
-                    min
-                } else {
-                    (delay * 2).min(max)
-                };
-            }
-            Err(e) => {
-                tracing::debug!(peer = peer.as_str(), %addr, error = %e, "dial failed");
-                if let Some(info) = view.write().peers.get_mut(peer.as_str()) {
-                    if info.state != "up" {
-                        info.last_error = Some(e.to_string());
-                    }
-                }
-                delay = (delay * 2).min(max);
-            }
-        }
-        tokio::time::sleep(jitter(delay)).await;
-    }
-}
-
-/// Returns once the session with `peer` is up.
-async fn until_up(view: &View, peer: &NodeId) {
-    while !view.peer_up(peer.as_str()) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether the peer closed the connection because another connection between the two
-/// nodes won the tie-break.
-fn lost_collision(closed: &quinn::ConnectionError) -> bool {
-    let collision = trellis_schemas::peering_capnp::CloseReason::CollisionResolved as u32;
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(c) => c.error_code == collision.into(),
-        _ => false,
-    }
-}
-
-/// A connection that lasted this long resets the redial backoff.
-const STABLE_CONNECTION: Duration = Duration::from_secs(30);
-
-fn jitter(d: Duration) -> Duration {
-    let r = crate::util::random_bytes::<2>().map_or(0x8000, u16::from_be_bytes);
-    // factor in [0.8, 1.2)
-    let factor = 0.8 + 0.4 * f64::from(r) / 65_536.0;
-    d.mul_f64(factor)
 }
 
 /// What a certificate renewal must update in the running node.

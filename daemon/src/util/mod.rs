@@ -1,6 +1,7 @@
 //! Small helpers shared by every role: clock, hex, randomness, durations, files.
 
 pub mod files;
+pub mod tasks;
 pub mod time;
 
 use ring::rand::{SecureRandom, SystemRandom};

@@ -443,6 +443,40 @@ impl Cluster {
         }
     }
 
+    /// Stops every daemon this cluster started as an operator would (SIGTERM), waits up
+    /// to `limit` for them to exit, and SIGKILLs the rest. Returns the names of those
+    /// that needed SIGKILL: a daemon that ignores SIGTERM is a failure, not a detail.
+    pub fn stop_all(&mut self, limit: Duration) -> Vec<String> {
+        let mut children: Vec<(String, Child)> = self.children.drain().collect();
+        for (_, child) in &children {
+            super::state::signal("-TERM", child.id());
+        }
+        let deadline = Instant::now() + limit;
+        let mut killed = Vec::new();
+        for (name, child) in &mut children {
+            let exited = loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break true,
+                    Ok(None) if Instant::now() >= deadline => break false,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+                killed.push(name.clone());
+            }
+        }
+        for n in &mut self.state.nodes {
+            n.pid = None;
+        }
+        for a in &mut self.state.authorities {
+            a.pid = None;
+        }
+        killed.sort();
+        killed
+    }
+
     /// Whether node `i` runs.
     pub fn alive(&self, i: usize) -> bool {
         self.state.nodes.get(i).is_some_and(|n| n.pid.is_some())

@@ -28,7 +28,10 @@ pub fn up(topology: &str, nodes: usize, orgs: usize, seed: u64, dir: &Path) -> R
         if let Ok(state) = State::load(dir) {
             let stopped = stop_recorded(&state);
             let _ = std::fs::rename(dir.join("state.json"), dir.join("state.down.json"));
-            eprintln!("up failed: {e}; stopped the {stopped} running processes it had started");
+            eprintln!(
+                "up failed: {e}; stopped the {} running processes it had started",
+                stopped.running
+            );
         }
     }
     result
@@ -206,15 +209,29 @@ pub fn status(dir: &Path, json: bool) -> Result<(), String> {
 pub fn down(dir: &Path, purge: bool) -> Result<(), String> {
     let state = State::load(dir)?;
     let stopped = stop_recorded(&state);
-    println!("stopped {stopped} processes");
-    if purge {
+    println!("stopped {} processes", stopped.running);
+    let hung = (!stopped.killed.is_empty()).then(|| {
+        let names: Vec<String> = stopped
+            .killed
+            .iter()
+            .map(|pid| state.name_of(*pid))
+            .collect();
+        format!(
+            "{} ignored SIGTERM for {:?} and needed SIGKILL: {} (their logs are in {}/logs)",
+            names.len(),
+            super::state::TERM_GRACE,
+            names.join(", "),
+            dir.display()
+        )
+    });
+    if purge && hung.is_none() {
         std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         println!("removed {}", dir.display());
     } else {
         let _ = std::fs::rename(dir.join("state.json"), dir.join("state.down.json"));
         println!("kept {} (add --purge to remove it)", dir.display());
     }
-    Ok(())
+    hung.map_or(Ok(()), Err)
 }
 
 /// `link set|cut|heal|flap|list`.

@@ -246,6 +246,15 @@ fn demo(
         state.nodes[watch].id,
         table(&routes)
     );
+    p.say("stopping every daemon with SIGTERM");
+    let hung = cluster.stop_all(super::state::TERM_GRACE);
+    if !hung.is_empty() {
+        return Err(format!(
+            "{} ignored SIGTERM and needed SIGKILL: {}",
+            hung.len(),
+            hung.join(", ")
+        ));
+    }
     p.say("demo complete");
     Ok(())
 }

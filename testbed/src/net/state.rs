@@ -123,6 +123,20 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
 }
 
 impl State {
+    /// What the process `pid` is: a node id, `authority ORG`, or `link emulator`.
+    pub fn name_of(&self, pid: u32) -> String {
+        if let Some(n) = self.nodes.iter().find(|n| n.pid == Some(pid)) {
+            return format!("{} (pid {pid})", n.id);
+        }
+        if let Some(a) = self.authorities.iter().find(|a| a.pid == Some(pid)) {
+            return format!("authority {} (pid {pid})", a.org);
+        }
+        if self.emulator_pid == Some(pid) {
+            return format!("link emulator (pid {pid})");
+        }
+        format!("pid {pid}")
+    }
+
     /// Every process id recorded: nodes, authorities, the emulator process.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.nodes.iter().filter_map(|n| n.pid).collect();
@@ -140,27 +154,44 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Stops every recorded process that is still ours: SIGTERM, then SIGKILL after 10 s.
-/// Returns how many there were.
-pub fn stop_recorded(state: &State) -> usize {
+/// Sends `signal` (`-TERM`, `-KILL`) to `pid`.
+pub fn signal(signal: &str, pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// How long a daemon may take to exit after SIGTERM before it counts as hung.
+pub const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What [`stop_recorded`] did.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Processes that were still running.
+    pub running: usize,
+    /// Of those, the pids that ignored SIGTERM for [`TERM_GRACE`] and were SIGKILLed.
+    pub killed: Vec<u32>,
+}
+
+/// Stops every recorded process that is still ours: SIGTERM, then SIGKILL for any still
+/// running after [`TERM_GRACE`] (reported, so a hung daemon is not hidden).
+pub fn stop_recorded(state: &State) -> Stopped {
     let ours: Vec<u32> = state.pids().into_iter().filter(|&p| alive(p)).collect();
-    let signal = |name: &str, pid: u32| {
-        let _ = std::process::Command::new("kill")
-            .args([name, &pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    };
     for &pid in &ours {
         signal("-TERM", pid);
     }
-    let stopped = super::cluster::wait_until(std::time::Duration::from_secs(10), || {
-        ours.iter().all(|&p| !alive(p))
-    });
+    let stopped = super::cluster::wait_until(TERM_GRACE, || ours.iter().all(|&p| !alive(p)));
+    let mut killed = Vec::new();
     if !stopped {
         for &pid in ours.iter().filter(|&&p| alive(p)) {
             signal("-KILL", pid);
+            killed.push(pid);
         }
     }
-    ours.len()
+    Stopped {
+        running: ours.len(),
+        killed,
+    }
 }

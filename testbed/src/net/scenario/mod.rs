@@ -102,6 +102,8 @@ pub struct Report {
     pub rss_kb_mean: u64,
     /// Largest resident memory of a daemon at the end, KiB.
     pub rss_kb_max: u64,
+    /// Daemons that ignored SIGTERM at the end and needed SIGKILL (fails the run).
+    pub sigkilled: Vec<String>,
     /// Invariants checked.
     pub invariants: Vec<Invariant>,
     /// All held.
@@ -200,6 +202,16 @@ fn run_in(
         .filter_map(|n| n.pid)
         .filter_map(super::observe::rss_kb)
         .collect();
+    let hung = run.cluster.stop_all(super::state::TERM_GRACE);
+    run.hold(
+        "every daemon exits on SIGTERM (none needed SIGKILL)",
+        hung.is_empty(),
+        if hung.is_empty() {
+            "all exited".to_owned()
+        } else {
+            format!("needed SIGKILL: {}", hung.join(", "))
+        },
+    );
     let ok = run.invariants.iter().all(|i| i.held);
     let last = run.phases.last();
     Ok(Report {
@@ -219,6 +231,7 @@ fn run_in(
             rss.iter().sum::<u64>() / rss.len() as u64
         },
         rss_kb_max: rss.iter().copied().max().unwrap_or(0),
+        sigkilled: hung,
         invariants: run.invariants,
         ok,
     })

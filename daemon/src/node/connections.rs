@@ -1,0 +1,321 @@
+//! The node's connections: the QUIC accept loop, one dialer per configured active peer
+//! (redial with exponential backoff), and the session thread that runs one capnp-rpc
+//! session per connection (capnp-rpc is `!Send`, so all of them share one `LocalSet`).
+//!
+//! [`Connections`] owns every task it starts, down to each handshake and each session:
+//! stopping or dropping it ends them all, so the node's shutdown never waits on a task
+//! that nobody owns (docs/architecture.md, "Shutdown").
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use trellis_routing::NodeId;
+
+use super::routing_loop::DialCmd;
+use super::trust::TrustStore;
+use super::view::View;
+use crate::session::{self, Event, SessionConfig};
+use crate::transport::{self, Identity};
+use crate::util::tasks::{join_thread, OwnedTask};
+
+/// What a dialer needs besides the endpoint.
+pub(super) struct Dialing {
+    /// The node's identity, swapped on certificate renewal.
+    pub identity: Arc<RwLock<Identity>>,
+    /// Which CAs and serials to accept.
+    pub trust: Arc<TrustStore>,
+    /// QUIC transport limits.
+    pub limits: transport::Limits,
+    /// Redial backoff: first and longest delay.
+    pub backoff: (Duration, Duration),
+}
+
+/// The accept loop, the dialers and the session thread, owned together.
+pub(super) struct Connections {
+    accept: OwnedTask,
+    dial: OwnedTask,
+    sessions: std::thread::JoinHandle<()>,
+    /// Cancels the shutdown token when dropped, so an early return also ends the thread.
+    shutdown: tokio_util::sync::DropGuard,
+}
+
+impl Connections {
+    /// Starts accepting on `endpoint`, dialing as `dials` commands, and running sessions
+    /// that report to `events`. Everything ends once `shutdown` is cancelled and
+    /// [`Connections::stop`] has run.
+    pub(super) fn start(
+        endpoint: &quinn::Endpoint,
+        dials: mpsc::UnboundedReceiver<DialCmd>,
+        dialing: Dialing,
+        events: mpsc::Sender<Event>,
+        cfg: SessionConfig,
+        view: Arc<View>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let (conn_tx, conn_rx) = mpsc::unbounded_channel::<NewConn>();
+        let sessions = spawn_session_thread(conn_rx, events, cfg, shutdown.clone())?;
+        let accept = OwnedTask::spawn(accept_loop(endpoint.clone(), conn_tx.clone(), view.clone()));
+        let dial = OwnedTask::spawn(dial_manager(
+            dials,
+            endpoint.clone(),
+            dialing,
+            conn_tx,
+            view,
+        ));
+        Ok(Self {
+            accept,
+            dial,
+            sessions,
+            shutdown: shutdown.drop_guard(),
+        })
+    }
+
+    /// Stops accepting and dialing, and waits at most `grace` for the sessions to tell
+    /// their peers why they close (the routing loop has asked them to). Returns `false`
+    /// if the session thread was still running then; it is left behind.
+    pub(super) async fn stop(self, grace: Duration) -> bool {
+        drop(self.shutdown);
+        drop(self.accept);
+        drop(self.dial);
+        // The thread waits up to SESSION_DRAIN itself; this bound only guards a hang.
+        join_thread(self.sessions, grace + SESSION_DRAIN).await
+    }
+}
+
+/// How long the session thread lets closing sessions finish after shutdown.
+const SESSION_DRAIN: Duration = Duration::from_secs(1);
+
+/// A new connection for the session thread.
+struct NewConn {
+    conn: quinn::Connection,
+    peer: NodeId,
+    dialer: NodeId,
+}
+
+fn spawn_session_thread(
+    mut conns: mpsc::UnboundedReceiver<NewConn>,
+    events: mpsc::Sender<Event>,
+    cfg: SessionConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("trellis-sessions".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the session thread");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            let cfg = Rc::new(cfg);
+            let ids = AtomicU64::new(1);
+            local.block_on(&rt, async move {
+                let mut sessions = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => break,
+                        new = conns.recv() => {
+                            let Some(new) = new else { break };
+                            let id = ids.fetch_add(1, Ordering::Relaxed);
+                            sessions.spawn_local(session::run(
+                                new.conn,
+                                new.peer,
+                                new.dialer,
+                                id,
+                                cfg.clone(),
+                                events.clone(),
+                            ));
+                        }
+                        Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                    }
+                }
+                // The routing loop has asked every registered session to close: let them
+                // say so to their peers, then drop the rest (the endpoint closes anyway).
+                let drained = async { while sessions.join_next().await.is_some() {} };
+                let _ = tokio::time::timeout(SESSION_DRAIN, drained).await;
+            });
+        })
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    conns: mpsc::UnboundedSender<NewConn>,
+    view: Arc<View>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+        };
+        let Some(incoming) = incoming else { return };
+        let conns = conns.clone();
+        let view = view.clone();
+        handshakes.spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => match transport::peer_identity(&conn) {
+                    Ok(peer) => {
+                        let _ = conns.send(NewConn {
+                            conn,
+                            peer: peer.node.clone(),
+                            dialer: peer.node,
+                        });
+                    }
+                    Err(e) => tracing::warn!(%remote, error = %e, "no peer identity"),
+                },
+                Err(e) => {
+                    view.count("handshakes_refused", 1);
+                    tracing::info!(%remote, error = %e, "inbound handshake refused");
+                }
+            }
+        });
+    }
+}
+
+async fn dial_manager(
+    mut cmds: mpsc::UnboundedReceiver<DialCmd>,
+    endpoint: quinn::Endpoint,
+    dialing: Dialing,
+    conns: mpsc::UnboundedSender<NewConn>,
+    view: Arc<View>,
+) {
+    let dialing = Arc::new(dialing);
+    // Owned here: aborting the manager aborts every dialer.
+    let mut dialers: HashMap<NodeId, OwnedTask> = HashMap::new();
+    while let Some(cmd) = cmds.recv().await {
+        match cmd {
+            DialCmd::Start(spec) => {
+                let Some(addr) = spec.address else { continue };
+                let task = OwnedTask::spawn(dial_loop(
+                    spec.node.clone(),
+                    addr,
+                    endpoint.clone(),
+                    dialing.clone(),
+                    conns.clone(),
+                    view.clone(),
+                ));
+                dialers.insert(spec.node, task);
+            }
+            DialCmd::Stop(node) => {
+                dialers.remove(&node);
+            }
+        }
+    }
+}
+
+/// Keeps a session with `peer` up: dial, wait for the connection to end, redial with
+/// exponential backoff and ±20 % jitter.
+async fn dial_loop(
+    peer: NodeId,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    dialing: Arc<Dialing>,
+    conns: mpsc::UnboundedSender<NewConn>,
+    view: Arc<View>,
+) {
+    let (min, max) = dialing.backoff;
+    let mut delay = min;
+    loop {
+        if view.peer_up(peer.as_str()) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let current = dialing
+            .identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let dialed = transport::dial(
+            &endpoint,
+            addr,
+            &current,
+            dialing.trust.clone(),
+            peer.clone(),
+            &dialing.limits,
+        );
+        // A dial whose first packets found no listener completes only at QUIC's next
+        // retransmission; if the peer dialed us meanwhile, that late connection would
+        // only contend with a working session: abandon it.
+        let dialed = tokio::select! {
+            dialed = dialed => dialed,
+            () = until_up(&view, &peer) => continue,
+        };
+        match dialed {
+            Ok(conn) => {
+                let local = current.node.clone();
+                if conns
+                    .send(NewConn {
+                        conn: conn.clone(),
+                        peer: peer.clone(),
+                        dialer: local,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                let since = Instant::now();
+                let closed = conn.closed().await;
+                // Back off again unless the connection held or lost a collision (the peer
+                // keeps another connection, or is probing a dead one of a previous run of
+                // ours): a listener that refuses this node right after the handshake must
+                // not be redialed every `min`.
+                delay = if since.elapsed() >= STABLE_CONNECTION || lost_collision(&closed) {
+                    min
+                } else {
+                    (delay * 2).min(max)
+                };
+            }
+            Err(e) => {
+                tracing::debug!(peer = peer.as_str(), %addr, error = %e, "dial failed");
+                if let Some(info) = view.write().peers.get_mut(peer.as_str()) {
+                    if info.state != "up" {
+                        info.last_error = Some(e.to_string());
+                    }
+                }
+                delay = (delay * 2).min(max);
+            }
+        }
+        tokio::time::sleep(jitter(delay)).await;
+    }
+}
+
+/// Returns once the session with `peer` is up.
+async fn until_up(view: &View, peer: &NodeId) {
+    while !view.peer_up(peer.as_str()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the peer closed the connection because another connection between the two
+/// nodes won the tie-break.
+fn lost_collision(closed: &quinn::ConnectionError) -> bool {
+    let collision = trellis_schemas::peering_capnp::CloseReason::CollisionResolved as u32;
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code == collision.into(),
+        _ => false,
+    }
+}
+
+/// A connection that lasted this long resets the redial backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+
+fn jitter(d: Duration) -> Duration {
+    let r = crate::util::random_bytes::<2>().map_or(0x8000, u16::from_be_bytes);
+    // factor in [0.8, 1.2)
+    let factor = 0.8 + 0.4 * f64::from(r) / 65_536.0;
+    d.mul_f64(factor)
+}
