@@ -193,6 +193,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
                     println!("CA fingerprint: {}", done.ca_fingerprint);
                     ExitCode::SUCCESS
                 }
+                Err(e @ authority::AuthorityError::WrongDir(_)) => fail(2, e),
                 Err(authority::AuthorityError::AlreadyInitialised(dir)) => {
                     fail(1, format!("{dir} already holds an authority (ca.key exists); refusing to overwrite it"))
                 }
@@ -226,7 +227,10 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             };
             match runtime.block_on(authority::run(&data_dir, options)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e @ authority::AuthorityError::NotInitialised(_)) => fail(2, e),
+                Err(
+                    e @ (authority::AuthorityError::NotInitialised(_)
+                    | authority::AuthorityError::WrongDir(_)),
+                ) => fail(2, e),
                 Err(e @ authority::AuthorityError::Listen { .. }) => fail(3, e),
                 Err(e) => fail(6, e),
             }
@@ -332,6 +336,8 @@ fn load_node_config(
     listen: Option<SocketAddr>,
 ) -> Result<crate::node::config::NodeConfig, (u8, String)> {
     use crate::node::config::NodeConfig;
+    crate::util::datadir::ensure_role(data_dir, crate::util::datadir::Role::Node)
+        .map_err(|e| (2, e))?;
     let store = crate::node::NodeStore::open(&crate::node::Paths::new(data_dir).db())
         .map_err(|e| (6, e.to_string()))?;
     let enrollment = store.enrollment().map_err(|e| (2, e.to_string()))?;

@@ -16,6 +16,7 @@ pub mod store;
 mod tls_cert;
 pub mod tokens;
 
+use crate::util::datadir::{ensure_role, Role};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,9 @@ pub enum AuthorityError {
     /// The data dir already holds an authority.
     #[error("{0} already holds an authority (ca.key exists); refusing to overwrite it")]
     AlreadyInitialised(String),
+    /// The data dir belongs to a node, or holds a CA certificate without its key.
+    #[error("{0}")]
+    WrongDir(String),
     /// The data dir holds no authority.
     #[error("{0} holds no authority; run `trellisd authority init` first")]
     NotInitialised(String),
@@ -121,12 +125,20 @@ pub fn init(dir: &Path, org: &OrgId) -> Result<Initialised, AuthorityError> {
     let paths = Paths {
         dir: dir.to_owned(),
     };
-    private_dir(dir).map_err(file_err(dir))?;
+    ensure_role(dir, Role::Authority).map_err(AuthorityError::WrongDir)?;
     if paths.ca_key().exists() {
         return Err(AuthorityError::AlreadyInitialised(
             dir.display().to_string(),
         ));
     }
+    if paths.ca_cert().exists() {
+        return Err(AuthorityError::WrongDir(format!(
+            "{} holds a CA certificate but no ca.key; refusing to overwrite it: give the \
+             authority an empty data dir",
+            dir.display()
+        )));
+    }
+    private_dir(dir).map_err(file_err(dir))?;
     let now = now_secs();
     let ca_key = pki::generate_key()?;
     let ca_der = pki::ca_certificate(org, &ca_key, now)?;
@@ -223,6 +235,7 @@ impl Shared {
 }
 
 fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, AuthorityError> {
+    ensure_role(&paths.dir, Role::Authority).map_err(AuthorityError::WrongDir)?;
     if !paths.ca_key().exists() {
         return Err(AuthorityError::NotInitialised(
             paths.dir.display().to_string(),

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::node::{Enrollment, NodeStore, NodeStoreError, Paths};
 use crate::pki::{self, PkiError};
+use crate::util::datadir::{ensure_role, Role};
 use crate::util::files::{private_dir, read_secret, write_atomic, write_secret_new};
 use crate::util::time::now_secs;
 use crate::util::{hex, sha256};
@@ -58,6 +59,9 @@ pub enum ClientError {
     /// A local file or the node store failed.
     #[error("{0}")]
     Local(String),
+    /// The data dir belongs to an authority, or holds another CA's certificate.
+    #[error("{0}")]
+    WrongDir(String),
     /// The node is already joined.
     #[error(
         "{0} already holds a node certificate; this node has joined (use `trellis cert renew`)"
@@ -77,6 +81,7 @@ impl ClientError {
             Self::Refused { .. } | Self::AlreadyJoined(_) => 1,
             Self::Unreachable { .. } => 3,
             Self::Timeout(_) => 4,
+            Self::WrongDir(_) => 2,
             Self::PinMismatch { .. } => 5,
             Self::Protocol(_) | Self::Local(_) => 6,
         }
@@ -312,6 +317,19 @@ pub async fn join(
     on_pending: impl FnOnce(&str, &str),
 ) -> Result<Enrolled, ClientError> {
     let paths = Paths::new(options.data_dir);
+    ensure_role(&paths.dir, Role::Node).map_err(ClientError::WrongDir)?;
+    if let Some(ca) = std::fs::read(paths.ca_cert())
+        .ok()
+        .and_then(|pem| pki::pem_to_der(&pem).ok())
+    {
+        if sha256(&ca) != options.join.ca_sha256 {
+            return Err(ClientError::WrongDir(format!(
+                "{} holds the certificate of another CA (ca.crt); refusing to overwrite it: \
+                 give the node an empty data dir",
+                paths.dir.display()
+            )));
+        }
+    }
     private_dir(&paths.dir).map_err(local(&paths.dir))?;
     if paths.cert().exists() {
         return Err(ClientError::AlreadyJoined(paths.dir.display().to_string()));

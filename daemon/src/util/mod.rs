@@ -1,5 +1,6 @@
 //! Small helpers shared by every role: clock, hex, randomness, durations, files.
 
+pub mod datadir;
 pub mod files;
 pub mod tasks;
 pub mod time;
