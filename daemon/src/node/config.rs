@@ -54,6 +54,15 @@ pub struct Timers {
     /// How often the node asks its authority for a newer trust snapshot (and checks
     /// whether its certificate is due for renewal).
     pub trust_refresh: Duration,
+    /// Failure detection (as BFD): a QUIC ack-eliciting ping at least this often on every
+    /// peer connection...
+    pub detect_interval: Duration,
+    /// ...and the connection is declared dead after `detect_interval × detect_multiplier`
+    /// without a packet from the peer (QUIC's idle timeout).
+    pub detect_multiplier: u32,
+    /// How long a peer that exceeded its max-routes limit is refused before it may
+    /// connect again; doubles with each repeat (0: no hold-off).
+    pub max_routes_restart: Duration,
 }
 
 impl Default for Timers {
@@ -67,6 +76,9 @@ impl Default for Timers {
             connect_retry_max: Duration::from_secs(10),
             send_hold: Duration::from_secs(30),
             trust_refresh: Duration::from_secs(60),
+            detect_interval: Duration::from_millis(200),
+            detect_multiplier: 5,
+            max_routes_restart: Duration::from_secs(60),
         }
     }
 }
@@ -115,7 +127,24 @@ impl Timers {
         if self.trust_refresh < Duration::from_secs(1) {
             return Err(("trust_refresh", "trust_refresh must be at least 1s".into()));
         }
+        if self.detect_interval < Duration::from_millis(10) {
+            return Err((
+                "detect_interval",
+                "detect_interval must be at least 10ms".into(),
+            ));
+        }
+        if self.detection_time() > Duration::from_secs(600) {
+            return Err((
+                "detect_interval",
+                "detect_interval × detect_multiplier must be at most 600s".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// How long a silent peer connection lives: `detect_interval × detect_multiplier`.
+    pub fn detection_time(&self) -> Duration {
+        self.detect_interval.saturating_mul(self.detect_multiplier)
     }
 
     /// Sets `hold_time`; a keepalive equal to the old `hold_time / 3` (its default)
@@ -206,6 +235,9 @@ struct RawTimers {
     connect_retry_max: Text,
     send_hold: Text,
     trust_refresh: Text,
+    detect_interval: Text,
+    detect_multiplier: Int,
+    max_routes_restart: Text,
 }
 
 #[derive(Default, Deserialize)]
@@ -433,6 +465,14 @@ fn timers(src: &Source<'_>, raw: &RawTimers) -> Result<Timers, ConfigError> {
         connect_retry_max: get(&raw.connect_retry_max, d.connect_retry_max)?,
         send_hold: get(&raw.send_hold, d.send_hold)?,
         trust_refresh: get(&raw.trust_refresh, d.trust_refresh)?,
+        detect_interval: get(&raw.detect_interval, d.detect_interval)?,
+        detect_multiplier: src.int_or(
+            &raw.detect_multiplier,
+            "detect_multiplier",
+            2..=255,
+            d.detect_multiplier,
+        )?,
+        max_routes_restart: get(&raw.max_routes_restart, d.max_routes_restart)?,
     };
     t.check().map_err(|(key, why)| {
         let span = match key {
@@ -443,6 +483,7 @@ fn timers(src: &Source<'_>, raw: &RawTimers) -> Result<Timers, ConfigError> {
                 .or(raw.connect_retry_max.as_ref()),
             "hold_time" => raw.hold_time.as_ref(),
             "trust_refresh" => raw.trust_refresh.as_ref(),
+            "detect_interval" => raw.detect_interval.as_ref(),
             _ => raw.send_hold.as_ref(),
         };
         match span {

@@ -434,3 +434,32 @@ fn a_peering_dir_that_is_not_a_directory_is_refused() {
     c.peering_dir = Some(dir.0.clone());
     assert!(c.validate().is_ok());
 }
+
+#[test]
+fn failure_detection_defaults_to_one_second_and_is_checked() {
+    let c = parse("listen = \"127.0.0.1:1\"\n").unwrap();
+    assert_eq!(c.timers.detection_time(), Duration::from_secs(1));
+    assert_eq!(c.timers.max_routes_restart, Duration::from_secs(60));
+    let c = parse(
+        "listen = \"127.0.0.1:1\"\n[timers]\ndetect_interval = \"50ms\"\ndetect_multiplier = 4\nmax_routes_restart = \"0s\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.timers.detection_time(), Duration::from_millis(200));
+    assert!(c.timers.max_routes_restart.is_zero());
+    let (line, msg) = refusal(parse(
+        "listen = \"127.0.0.1:1\"\n[timers]\ndetect_interval = \"1ms\"\n",
+    ));
+    assert_eq!(line, 3, "{msg}");
+    assert!(
+        msg.contains("detect_interval must be at least 10ms"),
+        "{msg}"
+    );
+    let (line, msg) = refusal(parse(
+        "listen = \"127.0.0.1:1\"\n[timers]\ndetect_multiplier = 1\n",
+    ));
+    assert_eq!(line, 3, "{msg}");
+    assert!(
+        msg.contains("detect_multiplier must be in 2..=255"),
+        "{msg}"
+    );
+}

@@ -37,6 +37,9 @@ pub(super) struct Dialing {
     pub backoff: (Duration, Duration),
 }
 
+/// Records an event in the node's log: `(kind, subject, detail)`.
+pub(super) type Audit = Arc<dyn Fn(&str, &str, String) + Send + Sync>;
+
 /// The accept loop, the dialers and the session thread, owned together.
 pub(super) struct Connections {
     accept: OwnedTask,
@@ -57,11 +60,17 @@ impl Connections {
         events: mpsc::Sender<Event>,
         cfg: SessionConfig,
         view: Arc<View>,
+        audit: Audit,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let (conn_tx, conn_rx) = mpsc::unbounded_channel::<NewConn>();
         let sessions = spawn_session_thread(conn_rx, events, cfg, shutdown.clone())?;
-        let accept = OwnedTask::spawn(accept_loop(endpoint.clone(), conn_tx.clone(), view.clone()));
+        let accept = OwnedTask::spawn(accept_loop(
+            endpoint.clone(),
+            conn_tx.clone(),
+            view.clone(),
+            audit,
+        ));
         let dial = OwnedTask::spawn(dial_manager(
             dials,
             endpoint.clone(),
@@ -154,8 +163,10 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     conns: mpsc::UnboundedSender<NewConn>,
     view: Arc<View>,
+    audit: Audit,
 ) {
     let mut handshakes = JoinSet::new();
+    let refusals = Arc::new(std::sync::Mutex::new(RefusalLog::default()));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -164,6 +175,8 @@ async fn accept_loop(
         let Some(incoming) = incoming else { return };
         let conns = conns.clone();
         let view = view.clone();
+        let audit = audit.clone();
+        let refusals = refusals.clone();
         handshakes.spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
@@ -180,9 +193,41 @@ async fn accept_loop(
                 Err(e) => {
                     view.count("handshakes_refused", 1);
                     tracing::info!(%remote, error = %e, "inbound handshake refused");
+                    let first = refusals
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .first_in_a_while(remote.ip(), Instant::now());
+                    if first {
+                        audit("peer.refused", &remote.to_string(), e.to_string());
+                    }
                 }
             }
         });
+    }
+}
+
+/// Refused handshakes go to the event log at most once per address per
+/// [`REFUSAL_LOG_EVERY`] (every one is counted): a peer that redials cannot flood it.
+#[derive(Default)]
+struct RefusalLog {
+    last: HashMap<std::net::IpAddr, Instant>,
+}
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl RefusalLog {
+    fn first_in_a_while(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        if self.last.len() >= 4096 {
+            self.last
+                .retain(|_, at| now.saturating_duration_since(*at) < REFUSAL_LOG_EVERY);
+        }
+        match self.last.get(&ip) {
+            Some(at) if now.saturating_duration_since(*at) < REFUSAL_LOG_EVERY => false,
+            _ => {
+                self.last.insert(ip, now);
+                true
+            }
+        }
     }
 }
 
@@ -275,6 +320,10 @@ async fn dial_loop(
                 // not be redialed every `min`.
                 delay = if since.elapsed() >= STABLE_CONNECTION || lost_collision(&closed) {
                     min
+                } else if held_off(&closed) {
+                    max
+                } else if matches!(closed, quinn::ConnectionError::TimedOut) {
+                    (delay * 2).min(max).min(UNREACHABLE_RETRY_MAX)
                 } else {
                     (delay * 2).min(max)
                 };
@@ -286,7 +335,15 @@ async fn dial_loop(
                         info.last_error = Some(e.to_string());
                     }
                 }
-                delay = (delay * 2).min(max);
+                // A peer that does not answer costs a few packets per try: keep trying
+                // often, so a healed link re-peers within about a second. A peer that
+                // answers with a refusal does the work of a handshake: back off.
+                delay = match e {
+                    transport::TransportError::Unreachable { .. } => {
+                        (delay * 2).min(max).min(UNREACHABLE_RETRY_MAX)
+                    }
+                    _ => (delay * 2).min(max),
+                };
             }
         }
         tokio::time::sleep(jitter(delay)).await;
@@ -309,6 +366,17 @@ fn lost_collision(closed: &quinn::ConnectionError) -> bool {
         _ => false,
     }
 }
+
+/// Whether the peer closed the connection because this node exceeded its max-routes
+/// limit there (it now refuses this node for a while).
+fn held_off(closed: &quinn::ConnectionError) -> bool {
+    let code = trellis_schemas::peering_capnp::CloseReason::MaxRoutesExceeded as u32;
+    matches!(closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == code.into())
+}
+
+/// Longest redial delay for a peer that does not answer at all (each try already waits
+/// one detection time for an answer).
+const UNREACHABLE_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// A connection that lasted this long resets the redial backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);

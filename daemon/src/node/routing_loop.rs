@@ -159,6 +159,8 @@ pub struct RoutingLoop {
     max_peers: usize,
     /// Route limit of a peer added without one (`limits.max_routes_per_peer`).
     default_max_routes: usize,
+    /// Peers refused for a while after exceeding their max-routes limit.
+    holdoff: super::holdoff::HoldOff,
 }
 
 /// A session up this long is kept when the peer connects again (the new connection is
@@ -233,6 +235,7 @@ impl RoutingLoop {
             last_epoch: 0,
             max_peers: usize::MAX,
             default_max_routes: 10_000,
+            holdoff: super::holdoff::HoldOff::new(std::time::Duration::ZERO),
         };
         for spec in this.peers.values() {
             this.show_peer(spec, "connecting", None);
@@ -242,9 +245,15 @@ impl RoutingLoop {
 
     /// Caps the number of configured peers and sets the route limit of a peer added
     /// without one.
-    pub(super) fn set_limits(&mut self, max_peers: usize, default_max_routes: usize) {
+    pub(super) fn set_limits(
+        &mut self,
+        max_peers: usize,
+        default_max_routes: usize,
+        max_routes_restart: std::time::Duration,
+    ) {
         self.max_peers = max_peers;
         self.default_max_routes = default_max_routes;
+        self.holdoff = super::holdoff::HoldOff::new(max_routes_restart);
     }
 
     /// Session epochs of this run start above `max_stored`.
@@ -345,6 +354,9 @@ impl RoutingLoop {
             let timer = self
                 .router
                 .poll_timeout()
+                .into_iter()
+                .chain(self.holdoff.next_end())
+                .min()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| {
                     tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
@@ -360,7 +372,10 @@ impl RoutingLoop {
                     Some(ev) => self.on_event(ev),
                     None => break,
                 },
-                () = tokio::time::sleep_until(timer) => self.router.handle(Instant::now(), Input::Tick),
+                () = tokio::time::sleep_until(timer) => {
+                    self.router.handle(Instant::now(), Input::Tick);
+                    self.release_held_off(Instant::now());
+                }
             }
             self.drain();
         }
@@ -385,6 +400,9 @@ impl RoutingLoop {
                     self.view.count("sessions_closed_by_policy", 1);
                     if let Some(current) = self.sessions.get(&peer) {
                         current.handle.kill.kill(code, reason.to_string());
+                    }
+                    if code == CloseReason::MaxRoutesExceeded {
+                        self.hold_off(&peer, &reason.to_string());
                     }
                 }
                 Output::BestChanged { service, best } => {
@@ -528,7 +546,12 @@ impl RoutingLoop {
                     }
                 }
                 if let Some(spec) = self.peers.get(&peer) {
-                    self.show_peer(spec, "connecting", Some(reason.clone()));
+                    if self.holdoff.holds(&peer, Instant::now()) {
+                        // Keeps the hold-off's own line, which says for how long.
+                        self.show_peer(spec, "held off", None);
+                    } else {
+                        self.show_peer(spec, "connecting", Some(reason.clone()));
+                    }
                 }
                 self.persist(StoreOp::Event {
                     kind: "session.down".into(),
@@ -900,12 +923,51 @@ impl RoutingLoop {
         }
     }
 
+    /// Refuses `peer` for its hold-off (it exceeded its max-routes limit): no handshake
+    /// is admitted and no dial made until [`Self::release_held_off`] lets it back.
+    fn hold_off(&mut self, peer: &NodeId, why: &str) {
+        let Some(hold) = self.holdoff.exceeded(peer, Instant::now()) else {
+            return;
+        };
+        self.admitted
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(peer);
+        let _ = self.dial.send(DialCmd::Stop(peer.clone()));
+        let detail = format!("{why}; refused for {}s", hold.as_secs());
+        tracing::warn!(peer = peer.as_str(), "{detail}");
+        if let Some(spec) = self.peers.get(peer) {
+            self.show_peer(spec, "held off", Some(detail.clone()));
+        }
+        self.view.count("peers_held_off", 1);
+        self.log_event("peer.held_off", peer.as_str(), detail);
+    }
+
+    /// Admits and dials again the peers whose hold-off has ended.
+    fn release_held_off(&mut self, now: Instant) {
+        for peer in self.holdoff.released(now) {
+            let Some(spec) = self.peers.get(&peer).cloned() else {
+                continue;
+            };
+            self.admitted
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(peer.clone());
+            if spec.address.is_some() {
+                let _ = self.dial.send(DialCmd::Start(spec.clone()));
+            }
+            self.show_peer(&spec, "connecting", None);
+            self.log_event("peer.released", peer.as_str(), "hold-off ended".into());
+        }
+    }
+
     /// Removes a peer: closes its session, withdraws its routes, forgets it.
     fn remove_peer(&mut self, now: Instant, node: &NodeId, why: &str) -> Result<(), ApiError> {
         self.router
             .remove_peer(now, node)
             .map_err(|e| api(ErrorKind::NotFound, e.to_string()))?;
         self.peers.remove(node);
+        self.holdoff.forget(node);
         self.admitted
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

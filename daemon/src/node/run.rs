@@ -170,6 +170,7 @@ pub async fn run(
     view.add_counter("store_commit_failures", store_failures);
     let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
     let (dial_tx, dial_rx) = mpsc::unbounded_channel();
+    let store_audit = store_tx.clone();
     let mut routing = RoutingLoop::new(
         router,
         HashMap::new(),
@@ -182,7 +183,11 @@ pub async fn run(
         own_snapshot,
         dial_tx,
     );
-    routing.set_limits(config.limits.max_peers, config.limits.max_routes_per_peer);
+    routing.set_limits(
+        config.limits.max_peers,
+        config.limits.max_routes_per_peer,
+        config.timers.max_routes_restart,
+    );
     for spec in peer_specs(&config, &peerings, &restored.admin_peers) {
         if let Err(e) = routing.add_peer(spec, false) {
             tracing::warn!(error = %e, "peer not added");
@@ -192,7 +197,11 @@ pub async fn run(
     restore_into(&mut routing, restored);
 
     // Transport.
-    let limits = transport::Limits::default();
+    let limits = transport::Limits {
+        idle_timeout: config.timers.detection_time(),
+        keep_alive: config.timers.detect_interval,
+        ..transport::Limits::default()
+    };
     let admit_set = admitted.clone();
     let admit: transport::Admit = Arc::new(move |node: &NodeId| {
         admit_set
@@ -237,12 +246,21 @@ pub async fn run(
     let dialing = Dialing {
         identity: identity.clone(),
         trust: trust.clone(),
-        limits,
+        limits: limits.clone(),
         backoff: (
             config.timers.connect_retry_min,
             config.timers.connect_retry_max,
         ),
     };
+    let audit_tx = store_audit;
+    let audit: super::connections::Audit = Arc::new(move |kind, subject, detail| {
+        // Never blocks: an event that does not fit the writer's queue is dropped.
+        let _ = audit_tx.try_send(route_store::StoreOp::Event {
+            kind: kind.into(),
+            subject: subject.into(),
+            detail,
+        });
+    });
     let connections = Connections::start(
         &endpoint,
         dial_rx,
@@ -250,6 +268,7 @@ pub async fn run(
         event_tx,
         session_cfg,
         view.clone(),
+        audit,
         shutdown.clone(),
     )
     .map_err(local)?;
@@ -278,7 +297,7 @@ pub async fn run(
         manifest_cert,
         trust: trust.clone(),
         admit,
-        limits: transport::Limits::default(),
+        limits: limits.clone(),
     };
     let refresh_task = OwnedTask::spawn(refresh_trust(
         paths.clone(),

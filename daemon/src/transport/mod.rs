@@ -147,6 +147,14 @@ pub enum TransportError {
         /// What went wrong.
         reason: String,
     },
+    /// Nothing answered the handshake within the idle timeout (peer down, link cut).
+    #[error("no answer from {peer} at {addr}")]
+    Unreachable {
+        /// The remote address.
+        addr: SocketAddr,
+        /// The node expected there.
+        peer: String,
+    },
     /// This node's identity is unusable, or the peer's cannot be read.
     #[error("identity: {0}")]
     Identity(String),
@@ -329,7 +337,13 @@ pub async fn dial(
         .connect_with(config, addr, SERVER_NAME)
         .map_err(|e| failed(e.to_string()))?
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| match e {
+            quinn::ConnectionError::TimedOut => TransportError::Unreachable {
+                addr,
+                peer: expected.to_string(),
+            },
+            e => failed(e.to_string()),
+        })?;
     // The verifier already checked this; a second look costs one parse.
     let peer = peer_identity(&conn)?;
     if peer.node != expected {
