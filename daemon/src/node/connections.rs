@@ -25,8 +25,10 @@ use crate::session::{self, Event, SessionConfig};
 use crate::transport::{self, Identity};
 use crate::util::tasks::{join_thread, OwnedTask};
 
-/// What a dialer needs besides the endpoint.
+/// What the dialers need besides the endpoint.
 pub(super) struct Dialing {
+    /// Which peers to dial (from the routing loop).
+    pub commands: mpsc::UnboundedReceiver<DialCmd>,
     /// The node's identity, swapped on certificate renewal.
     pub identity: Arc<RwLock<Identity>>,
     /// Which CAs and serials to accept.
@@ -55,7 +57,6 @@ impl Connections {
     /// [`Connections::stop`] has run.
     pub(super) fn start(
         endpoint: &quinn::Endpoint,
-        dials: mpsc::UnboundedReceiver<DialCmd>,
         dialing: Dialing,
         events: mpsc::Sender<Event>,
         cfg: SessionConfig,
@@ -231,17 +232,36 @@ impl RefusalLog {
     }
 }
 
+/// What one dialer needs.
+struct DialContext {
+    identity: Arc<RwLock<Identity>>,
+    trust: Arc<TrustStore>,
+    limits: transport::Limits,
+    backoff: (Duration, Duration),
+}
+
 async fn dial_manager(
-    mut cmds: mpsc::UnboundedReceiver<DialCmd>,
     endpoint: quinn::Endpoint,
     dialing: Dialing,
     conns: mpsc::UnboundedSender<NewConn>,
     view: Arc<View>,
 ) {
-    let dialing = Arc::new(dialing);
+    let Dialing {
+        mut commands,
+        identity,
+        trust,
+        limits,
+        backoff,
+    } = dialing;
+    let dialing = Arc::new(DialContext {
+        identity,
+        trust,
+        limits,
+        backoff,
+    });
     // Owned here: aborting the manager aborts every dialer.
     let mut dialers: HashMap<NodeId, OwnedTask> = HashMap::new();
-    while let Some(cmd) = cmds.recv().await {
+    while let Some(cmd) = commands.recv().await {
         match cmd {
             DialCmd::Start(spec) => {
                 let Some(addr) = spec.address else { continue };
@@ -268,7 +288,7 @@ async fn dial_loop(
     peer: NodeId,
     addr: SocketAddr,
     endpoint: quinn::Endpoint,
-    dialing: Arc<Dialing>,
+    dialing: Arc<DialContext>,
     conns: mpsc::UnboundedSender<NewConn>,
     view: Arc<View>,
 ) {

@@ -244,6 +244,7 @@ pub async fn run(
     };
     let identity = Arc::new(RwLock::new(identity));
     let dialing = Dialing {
+        commands: dial_rx,
         identity: identity.clone(),
         trust: trust.clone(),
         limits: limits.clone(),
@@ -263,7 +264,6 @@ pub async fn run(
     });
     let connections = Connections::start(
         &endpoint,
-        dial_rx,
         dialing,
         event_tx,
         session_cfg,
