@@ -72,13 +72,7 @@ impl Connections {
             view.clone(),
             audit,
         ));
-        let dial = OwnedTask::spawn(dial_manager(
-            dials,
-            endpoint.clone(),
-            dialing,
-            conn_tx,
-            view,
-        ));
+        let dial = OwnedTask::spawn(dial_manager(endpoint.clone(), dialing, conn_tx, view));
         Ok(Self {
             accept,
             dial,
