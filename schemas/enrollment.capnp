@@ -61,6 +61,10 @@ struct EnrollRequest {
     join @0 :JoinRequest;
     renew @1 :RenewRequest;
     snapshot @2 :SnapshotRequest;
+    subscribe @3 :SnapshotRequest;
+    # Keeps the stream open: the authority answers with a `snapshot` response for every
+    # version newer than `haveVersion`, as soon as it is published (revocations reach the
+    # node in well under a second), until either side closes.
   }
 }
 

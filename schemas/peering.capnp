@@ -295,6 +295,44 @@ struct TrustSnapshot {
   caCertificateDer @6 :Data;
   # The org's current CA certificate, DER. A different certificate than the one trusted
   # announces a CA rollover; it must chain to or be cross-signed by the trusted CA.
+
+  nameScopes @7 :List(NameScope);
+  # Which nodes of the org may originate which of its names. Empty: every node may
+  # originate every name the org owns (a name belongs to the org of its last label).
+
+  delegations @8 :List(NameDelegation);
+  # Names of this org that another org, or one node of it, may originate.
+
+  partnerCas @9 :List(PartnerCa);
+  # CA certificates the org's nodes trust for partner orgs, each for its org only, so
+  # interior nodes verify partner origins and snapshots as border nodes do.
+}
+
+struct NameScope {
+  # Narrows which names one node (or every node) of the org may originate.
+
+  node @0 :Text;
+  # A node id of the org, or `*` for every node.
+
+  names @1 :List(Text);
+  # Names (`books.acme`) or aggregates (`*.eu.acme`, covering every name below) of the org.
+}
+
+struct NameDelegation {
+  # Lets another org originate some of this org's names.
+
+  grantee @0 :Text;
+  # An org id, or a node id of another org.
+
+  names @1 :List(Text);
+  # Names or aggregates of the delegating org.
+}
+
+struct PartnerCa {
+  # A partner org's CA, trusted for that org only.
+
+  org @0 :Text;
+  caCertificateDer @1 :Data;
 }
 
 struct TableSnapshot {

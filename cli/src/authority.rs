@@ -88,7 +88,10 @@ pub fn failure(e: ClientError) -> Failure {
     Failure::new(code, e)
 }
 
-fn call<T: serde::de::DeserializeOwned>(ctx: &Context, request: &Request) -> Result<T, Failure> {
+pub(crate) fn call<T: serde::de::DeserializeOwned>(
+    ctx: &Context,
+    request: &Request,
+) -> Result<T, Failure> {
     call_as(&ctx.socket()?, request).map_err(failure)
 }
 

@@ -7,6 +7,7 @@
 
 mod authority;
 mod local;
+mod names;
 mod node;
 mod table;
 
@@ -48,6 +49,12 @@ enum Command {
     /// Enrolled nodes.
     #[command(subcommand)]
     Nodes(authority::Nodes),
+    /// Authority: who may originate which of the org's names (scopes, delegations).
+    #[command(subcommand)]
+    Names(names::Names),
+    /// Authority: partner CAs every node of the org trusts, each for its own org.
+    #[command(subcommand)]
+    Partners(names::Partners),
     /// Token, join, certificate and revocation events.
     Audit {
         /// Only events since this long ago (30m, 2h, 1d) or this time (2026-11-23T10:00:00Z).
@@ -144,6 +151,8 @@ fn main() -> ExitCode {
         Command::Tokens(cmd) => authority::tokens(&ctx, cmd),
         Command::Joins(cmd) => authority::joins(&ctx, cmd),
         Command::Nodes(cmd) => authority::nodes(&ctx, cmd),
+        Command::Names(cmd) => names::names(&ctx, cmd),
+        Command::Partners(cmd) => names::partners(&ctx, cmd),
         Command::Audit { since } => authority::audit(&ctx, since.as_deref()),
         Command::Snapshot(cmd) => local::snapshot(&ctx, cmd),
         Command::Cert(cmd) => local::cert(&ctx, cmd),

@@ -203,12 +203,19 @@ fn routes_table(routes: &[RouteInfo]) -> String {
                 r.metric.to_string(),
                 r.protocol.clone(),
                 r.endpoint.clone().unwrap_or_default(),
+                r.origin_check.clone(),
             ]
         })
         .collect();
     render(
         &[
-            "SERVICE", "NEXT HOP", "PATH", "METRIC", "PROTOCOL", "ENDPOINT",
+            "SERVICE",
+            "NEXT HOP",
+            "PATH",
+            "METRIC",
+            "PROTOCOL",
+            "ENDPOINT",
+            "ORIGIN CHECK",
         ],
         &rows,
     )
@@ -240,7 +247,11 @@ pub fn routes(ctx: &Context, cmd: Routes) -> Result<(), Failure> {
                             },
                             p.metric.to_string(),
                             p.origin.clone(),
-                            if p.valid { "valid" } else { "invalid" }.into(),
+                            if p.origin_check.is_empty() {
+                                if p.valid { "valid" } else { "invalid" }.into()
+                            } else {
+                                p.origin_check.clone()
+                            },
                             if p.stale { "stale" } else { "" }.into(),
                         ]
                     })

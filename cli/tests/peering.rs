@@ -393,8 +393,8 @@ fn revoking_b_at_the_authority_closes_every_session_with_b() {
     let scratch = Scratch::new("peer-revoke");
     let (authority, mut nodes) = org_with(&scratch, "acme", &["a", "b", "c"]);
     wire(&nodes, &[(0, 1), (1, 2), (0, 2)]);
-    // Only A polls the authority (every second); C learns the revocation through the mesh.
-    nodes[0].env("TRELLIS_TRUST_REFRESH", "1s");
+    // The authority pushes the new snapshot to every node subscribed to it (the default
+    // poll is only every minute); the mesh floods it too.
     for n in &mut nodes {
         n.start();
     }
@@ -420,6 +420,21 @@ fn revoking_b_at_the_authority_closes_every_session_with_b() {
     });
     wait_for("every session with B closed", || {
         (!a.peer_up("acme/b") && !c.peer_up("acme/b")).then_some(())
+    });
+    // A and C stop dialing B for good; B's own status says it is revoked.
+    for n in [a, c] {
+        wait_for("B shown as revoked", || {
+            let peers = n.try_json(&["peers", "list"])?;
+            let b = peers
+                .as_array()?
+                .iter()
+                .find(|p| p["node_id"] == "acme/b")?
+                .clone();
+            (b["state"] == "revoked").then_some(())
+        });
+    }
+    wait_for("B knows it is revoked", || {
+        (nodes[1].try_json(&["status"])?["revoked"] == true).then_some(())
     });
     // C still reaches A directly, and B stays out.
     assert_eq!(c.path("books.acme"), Some(vec!["acme/a".to_owned()]));

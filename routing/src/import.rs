@@ -100,11 +100,15 @@ impl Router {
                 }
                 continue;
             };
-            let shared = self
+            let listed = self
                 .manifests
-                .covers(&attrs.origin, service, attrs.origin_seq);
-            if shared.is_none() {
+                .lists(&attrs.origin, service, attrs.origin_seq);
+            let shared =
+                listed.filter(|_| self.manifests.rules.check(&attrs.origin, service).is_ok());
+            if listed.is_none() {
                 self.stats.routes_origin_unverified += 1;
+            } else if shared.is_none() {
+                self.stats.routes_rejected_name_owner += 1;
             }
             let entry = PathEntry {
                 attrs: attrs.clone(),

@@ -24,6 +24,7 @@ mod export;
 mod import;
 pub mod manifest;
 pub mod name;
+pub mod ownership;
 pub mod policy;
 pub mod route;
 mod router;
@@ -35,6 +36,7 @@ mod tests;
 
 pub use manifest::{ManifestError, OriginManifest, Signatures, SignedManifest, VerifyError};
 pub use name::{NameError, NodeId, OrgId, ServiceName};
+pub use ownership::{NameRules, Refusal};
 pub use policy::{AcceptAll, ImportDecision, RoutePolicy};
 pub use route::{Attrs, PathHop, ProtocolHint, Relationship, Route, RouteError};
 pub use router::{
@@ -61,6 +63,10 @@ pub struct Stats {
     pub routes_rejected_policy: u64,
     /// Routes imported while no current manifest of their origin listed them.
     pub routes_origin_unverified: u64,
+    /// Routes whose origin lists them but may not originate the name (another org's
+    /// name without a delegation, outside the origin's scope, or no org at all);
+    /// treated as withdrawn.
+    pub routes_rejected_name_owner: u64,
     /// Sessions closed for exceeding max-routes.
     pub max_routes_exceeded: u64,
     /// Manifests verified and installed.

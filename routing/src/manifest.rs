@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::name::{NodeId, ServiceName};
+use crate::ownership::NameRules;
 
 /// Most services one manifest may list.
 pub const MAX_MANIFEST_SERVICES: usize = 100_000;
@@ -56,6 +57,14 @@ pub trait Signatures {
     fn sign(&self, manifest: &OriginManifest) -> Vec<u8>;
     /// Verifies that `signature` is `manifest.origin`'s signature over `manifest`.
     fn verify(&self, manifest: &OriginManifest, signature: &[u8]) -> Result<(), VerifyError>;
+    /// Whether `verify` checks `origin`'s certificate chain up to a CA trusted for its
+    /// org. Where it cannot (no CA for that org here), an accepted manifest is only
+    /// self-consistent: routes from it are shown as unverified, and it is verified again
+    /// once the CA becomes known (docs/adr/0011).
+    fn verifies_chain(&self, origin: &NodeId) -> bool {
+        let _ = origin;
+        true
+    }
 }
 
 /// Why a received manifest was not applied.
@@ -91,6 +100,10 @@ pub enum ManifestError {
 #[derive(Default)]
 pub(crate) struct ManifestStore {
     current: HashMap<NodeId, SignedManifest>,
+    /// Origins whose current manifest was accepted without a chain to a trusted CA.
+    unverified: HashSet<NodeId>,
+    /// Who may originate which name.
+    pub(crate) rules: NameRules,
     rejected: HashSet<(NodeId, u64, Arc<[u8]>)>,
     rejected_order: VecDeque<(NodeId, u64, Arc<[u8]>)>,
 }
@@ -101,10 +114,10 @@ impl ManifestStore {
         self.current.get(origin)
     }
 
-    /// If `origin`'s current manifest covers a route for `service` originated
-    /// under `origin_seq`, the manifest's copy of the name (so the table can
-    /// share its allocation).
-    pub(crate) fn covers(
+    /// If `origin`'s current manifest lists `service` for a route originated under
+    /// `origin_seq`, the manifest's copy of the name (so the table can share its
+    /// allocation). Says nothing of whether `origin` may use the name: see [`Self::covers`].
+    pub(crate) fn lists(
         &self,
         origin: &NodeId,
         service: &ServiceName,
@@ -115,6 +128,54 @@ impl ManifestStore {
             return None;
         }
         m.manifest.services.get(service)
+    }
+
+    /// [`Self::lists`], and `origin` may originate `service` ([`NameRules`]): the
+    /// route is valid.
+    pub(crate) fn covers(
+        &self,
+        origin: &NodeId,
+        service: &ServiceName,
+        origin_seq: u64,
+    ) -> Option<&ServiceName> {
+        self.lists(origin, service, origin_seq)
+            .filter(|_| self.rules.check(origin, service).is_ok())
+    }
+
+    /// Whether `origin`'s current manifest was verified up to a trusted CA.
+    pub(crate) fn chain_verified(&self, origin: &NodeId) -> bool {
+        self.current.contains_key(origin) && !self.unverified.contains(origin)
+    }
+
+    /// Verifies again every manifest accepted without a chain whose org's CA is now
+    /// known. Returns the manifests that fail now; they are dropped.
+    pub(crate) fn reverify(&mut self, sigs: &dyn Signatures) -> Vec<SignedManifest> {
+        let mut due: Vec<NodeId> = self
+            .unverified
+            .iter()
+            .filter(|o| sigs.verifies_chain(o))
+            .cloned()
+            .collect();
+        due.sort();
+        let mut dropped = Vec::new();
+        for origin in due {
+            self.unverified.remove(&origin);
+            let Some(m) = self.current.get(&origin) else {
+                continue;
+            };
+            if sigs.verify(&m.manifest, &m.signature).is_err() {
+                if let Some(m) = self.current.remove(&origin) {
+                    self.remember_rejected((origin, m.manifest.version, m.signature.clone()));
+                    dropped.push(m);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Every origin with a current manifest, and the services it lists.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&NodeId, &SignedManifest)> {
+        self.current.iter()
     }
 
     /// Checks and installs a manifest; returns the one it replaced, if any.
@@ -152,6 +213,11 @@ impl ManifestStore {
         if let Err(e) = sigs.verify(m, &signed.signature) {
             self.remember_rejected(key);
             return Err(e.into());
+        }
+        if sigs.verifies_chain(&m.origin) {
+            self.unverified.remove(&m.origin);
+        } else {
+            self.unverified.insert(m.origin.clone());
         }
         Ok(self.current.insert(m.origin.clone(), signed))
     }

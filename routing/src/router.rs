@@ -178,6 +178,12 @@ pub enum Input {
     /// Re-sign this node's manifest under a new version (its signing certificate was
     /// renewed) and send it to every peer that holds an older one.
     RefreshManifest,
+    /// What this node trusts changed (a newer trust snapshot: name scopes, delegations,
+    /// CAs): re-verify manifests that had no chain and re-check every route's name.
+    TrustChanged {
+        /// Who may originate which name, from every snapshot held.
+        rules: crate::ownership::NameRules,
+    },
     /// Nothing new: only run due timers.
     Tick,
 }
@@ -216,8 +222,11 @@ pub struct PathView {
     pub attrs: Arc<Attrs>,
     /// Metric including the link cost.
     pub metric: u64,
-    /// The origin's manifest lists it.
+    /// The origin's manifest lists it and the origin may use the name.
     pub valid: bool,
+    /// The origin's manifest was verified up to a CA trusted for its org (not only
+    /// self-consistent: docs/adr/0007, 0011).
+    pub verified: bool,
     /// Kept across a graceful restart.
     pub stale: bool,
 }
@@ -404,6 +413,7 @@ impl Router {
                     self.forward_manifest(&local, None);
                 }
             }
+            Input::TrustChanged { rules } => self.on_trust_changed(now, rules),
             Input::Tick => {}
         }
         self.run_timers(now);
@@ -629,6 +639,29 @@ impl Router {
         }
     }
 
+    fn on_trust_changed(&mut self, now: Instant, rules: crate::ownership::NameRules) {
+        self.manifests.rules = rules;
+        let dropped = self.manifests.reverify(self.sigs.as_ref());
+        self.stats.manifests_rejected += dropped.len() as u64;
+        let mut work: Vec<(NodeId, Vec<ServiceName>)> = self
+            .manifests
+            .all()
+            .map(|(o, m)| (o.clone(), m.manifest.services.iter().cloned().collect()))
+            .chain(dropped.iter().map(|m| {
+                (
+                    m.manifest.origin.clone(),
+                    m.manifest.services.iter().cloned().collect(),
+                )
+            }))
+            .collect();
+        work.sort_by(|a, b| a.0.cmp(&b.0));
+        for (origin, services) in work {
+            if origin != self.cfg.local {
+                self.revalidate(now, &origin, &services);
+            }
+        }
+    }
+
     /// Re-checks the validity of `origin`'s paths for `services`.
     fn revalidate(&mut self, now: Instant, origin: &NodeId, services: &[ServiceName]) {
         let mut changes = Vec::new();
@@ -746,6 +779,7 @@ impl Router {
             attrs: p.attrs.clone(),
             metric: ranker.metric(p),
             valid: p.valid(),
+            verified: p.peer == LOCAL || self.manifests.chain_verified(&p.attrs.origin),
             stale: p.stale(),
         }
     }
@@ -870,6 +904,21 @@ impl Router {
     /// The current manifest of `origin`.
     pub fn manifest(&self, origin: &NodeId) -> Option<&SignedManifest> {
         self.manifests.get(origin)
+    }
+
+    /// Whether `origin`'s current manifest was verified up to a trusted CA (this node's
+    /// own always is).
+    pub fn origin_verified(&self, origin: &NodeId) -> bool {
+        origin == &self.cfg.local || self.manifests.chain_verified(origin)
+    }
+
+    /// Whether `origin` may originate `service` by the name rules held here.
+    pub fn may_originate(
+        &self,
+        origin: &NodeId,
+        service: &ServiceName,
+    ) -> Result<(), crate::ownership::Refusal> {
+        self.manifests.rules.check(origin, service)
     }
 
     /// Counters since start.

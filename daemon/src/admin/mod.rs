@@ -126,6 +126,32 @@ pub enum Request {
     Topology,
     /// Node: re-read the config file and the peering files; apply peer changes.
     Reload,
+    /// Authority: set which names a node of the org (or `*`, every node) may originate;
+    /// no names removes the scope. Published in a new trust snapshot.
+    NamesScope {
+        /// A node id of the org, or `*`.
+        node: String,
+        /// Names or aggregates (`*.eu.acme`) of the org.
+        names: Vec<String>,
+    },
+    /// Authority: let another org (or one of its nodes) originate names of this org; no
+    /// names removes the delegation. Published in a new trust snapshot.
+    NamesDelegate {
+        /// An org id, or a node id of another org.
+        grantee: String,
+        /// Names or aggregates of this org.
+        names: Vec<String>,
+    },
+    /// Authority: the name rules and partner CA pins.
+    NamesList,
+    /// Authority: pin a partner org's CA for every node of the org (PEM), or unpin it
+    /// (`None`). Published in a new trust snapshot.
+    PartnersCa {
+        /// The partner org.
+        org: String,
+        /// Its CA certificate, PEM; `None` removes the pin.
+        ca_pem: Option<String>,
+    },
 }
 
 /// Error classes of the admin API; the CLI maps them to exit codes.

@@ -27,6 +27,10 @@ pub struct NodeStatus {
     pub snapshot_version: u64,
     /// Expiry of the node certificate.
     pub cert_not_after: u64,
+    /// This node is revoked by its org's authority: no peer accepts it any more; join
+    /// again with a new token under a new name.
+    #[serde(default)]
+    pub revoked: bool,
     /// Counters: bad input from peers, manifests rejected, sessions, updates.
     pub counters: BTreeMap<String, u64>,
 }
@@ -75,6 +79,10 @@ pub struct RouteInfo {
     pub protocol: String,
     /// Local endpoint, for services this node originates.
     pub endpoint: Option<String>,
+    /// `valid` (the origin's manifest verified up to a CA trusted for its org) or
+    /// `unverified` (only self-consistent: no CA for the origin's org is known here).
+    #[serde(default)]
+    pub origin_check: String,
 }
 
 /// One path of a service (`routes show`).
@@ -88,8 +96,12 @@ pub struct PathInfo {
     pub metric: u64,
     /// Origin node.
     pub origin: String,
-    /// The origin's manifest lists it.
+    /// Usable: the origin's manifest lists it and the origin may use the name.
     pub valid: bool,
+    /// `valid`, `unverified` (usable, but the origin's chain could not be checked here)
+    /// or `invalid` (not listed, or the origin may not use the name).
+    #[serde(default)]
+    pub origin_check: String,
     /// Kept across a graceful restart.
     pub stale: bool,
     /// The best path.

@@ -162,3 +162,34 @@ pub struct AuthorityStatus {
     /// Usable tokens.
     pub tokens_active: u64,
 }
+
+/// One name rule as the authority lists it (`names list`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NameRuleInfo {
+    /// `scope` or `delegation`.
+    pub kind: String,
+    /// A node of the org or `*` (scope); an org or a node of another org (delegation).
+    pub subject: String,
+    /// Names or aggregates of the org.
+    pub names: Vec<String>,
+}
+
+/// A partner CA pin as the authority lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartnerCaInfo {
+    /// The partner org.
+    pub org: String,
+    /// SHA-256 of its CA certificate, hex.
+    pub fingerprint: String,
+}
+
+/// Answer to `names list`, and to every change of names or partners.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamesInfo {
+    /// Scopes and delegations.
+    pub rules: Vec<NameRuleInfo>,
+    /// Partner CA pins.
+    pub partner_cas: Vec<PartnerCaInfo>,
+    /// The trust snapshot version that carries them.
+    pub snapshot_version: u64,
+}

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
-use trellis_routing::NodeId;
+use trellis_routing::{NodeId, OrgId};
 
-use super::store::tokens_spec;
+use super::store::{tokens_spec, RuleKind};
 use super::{AuthorityError, Shared};
 use crate::admin::{ApiError, AuthorityStatus, ErrorKind, Request, TokenCreated};
 use crate::enroll::joinstring::JoinString;
@@ -32,6 +32,7 @@ pub(super) fn bind(path: &Path) -> Result<UnixListener, AuthorityError> {
 pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     crate::admin::server::serve(listener, move |request| {
         let result = dispatch(&shared, request);
+        shared.announce_snapshot();
         async move { result }
     })
     .await;
@@ -197,6 +198,45 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
         }
         Request::SnapshotGet { version } => {
             json(&shared.store().snapshot_info(version).map_err(api)?)
+        }
+        Request::NamesScope { node, names } => json(
+            &shared
+                .store()
+                .set_name_rule(&shared.ca, RuleKind::Scope, &node, &names, OPERATOR, now)
+                .map_err(api)?,
+        ),
+        Request::NamesDelegate { grantee, names } => json(
+            &shared
+                .store()
+                .set_name_rule(
+                    &shared.ca,
+                    RuleKind::Delegation,
+                    &grantee,
+                    &names,
+                    OPERATOR,
+                    now,
+                )
+                .map_err(api)?,
+        ),
+        Request::NamesList => json(&shared.store().list_names().map_err(api)?),
+        Request::PartnersCa { org, ca_pem } => {
+            let org = OrgId::new(&org).map_err(|e| bad(format!("org {org:?}: {e}")))?;
+            let der = match ca_pem {
+                Some(pem) => {
+                    let der = crate::pki::pem_to_der(pem.as_bytes())
+                        .map_err(|e| bad(format!("the CA certificate: {e}")))?;
+                    trellis_policy::snapshot::certificate_public_key(&der)
+                        .map_err(|e| bad(format!("the CA certificate does not parse: {e}")))?;
+                    Some(der)
+                }
+                None => None,
+            };
+            json(
+                &shared
+                    .store()
+                    .set_partner_ca(&shared.ca, &org, der.as_deref(), OPERATOR, now)
+                    .map_err(api)?,
+            )
         }
         other => Err(bad(format!(
             "{other:?} is a node command; this is an authority"

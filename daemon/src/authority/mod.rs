@@ -216,9 +216,27 @@ pub(crate) struct Shared {
     options: RunOptions,
     advertise: SocketAddr,
     fingerprint: String,
+    /// The newest trust snapshot version; subscribed nodes wait on it.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
+    /// Tells subscribed nodes when a newer snapshot was published (after any change that
+    /// may publish one: revocation, name rules, partner CAs, the periodic refresh).
+    fn announce_snapshot(&self) {
+        let newest = match self.store().snapshot_envelope(None) {
+            Ok(Some((version, _))) => version,
+            _ => return,
+        };
+        self.published.send_if_modified(|v| {
+            let newer = newest > *v;
+            if newer {
+                *v = newest;
+            }
+            newer
+        });
+    }
+
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back), so a poisoned lock is still usable.
@@ -266,6 +284,7 @@ fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, Authorit
         options,
         advertise,
         fingerprint,
+        published: tokio::sync::watch::channel(0).0,
     })
 }
 
@@ -361,6 +380,7 @@ async fn refresh_loop(shared: Arc<Shared>) {
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot refresh the trust snapshot");
         }
+        shared.announce_snapshot();
         rotate_tls_cert(&shared, now);
     }
 }

@@ -70,6 +70,10 @@ async fn stream(
             let response = on_snapshot(&shared, &conn, have_version);
             reply(&mut send, &response).await;
         }
+        Request::Subscribe { have_version } => {
+            subscribe(&shared, &conn, &mut send, have_version).await;
+            return;
+        }
     }
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
@@ -350,6 +354,45 @@ fn on_renew(shared: &Shared, conn: &quinn::Connection, csr: &[u8]) -> Response {
             Response::error(refusal.code, refusal.message)
         }
         Err(e) => internal(&e),
+    }
+}
+
+/// Pushes every snapshot newer than `have` to a subscribed node as soon as it is
+/// published, until the node closes the stream or the connection.
+async fn subscribe(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    mut have: u64,
+) {
+    if let Err(response) = client_cert(shared, conn) {
+        reply(send, &response).await;
+        return;
+    }
+    let mut published = shared.published.subscribe();
+    loop {
+        let newest = shared.store().snapshot_envelope(None);
+        match newest {
+            Ok(Some((version, bytes))) if version > have => {
+                if write_frame(send, &encode_response(&Response::Snapshot(bytes)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                have = version;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                reply(send, &internal(&e)).await;
+                return;
+            }
+        }
+        tokio::select! {
+            changed = published.changed() => if changed.is_err() { return },
+            _ = conn.closed() => return,
+            _ = send.stopped() => return,
+        }
     }
 }
 

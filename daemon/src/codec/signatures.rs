@@ -207,6 +207,10 @@ impl Signatures for NodeSignatures {
         join_blob(&cert, issued_at_ms, &signature)
     }
 
+    fn verifies_chain(&self, origin: &NodeId) -> bool {
+        self.trust.has_ca(&origin.org())
+    }
+
     fn verify(&self, manifest: &OriginManifest, signature: &[u8]) -> Result<(), VerifyError> {
         let fail = |reason: String| VerifyError {
             signer: manifest.origin.clone(),

@@ -491,6 +491,36 @@ pub async fn fetch_snapshot_bytes(data_dir: &Path) -> Result<Option<Vec<u8>>, Cl
     }
 }
 
+/// Subscribes to the authority's trust snapshots: `on_snapshot` gets every envelope newer
+/// than the stored one as soon as the authority publishes it (unverified: the caller
+/// verifies and stores it). Runs until the stream or the connection ends; then `Err` says
+/// why.
+pub async fn subscribe_snapshots(
+    data_dir: &Path,
+    mut on_snapshot: impl FnMut(Vec<u8>),
+) -> Result<(), ClientError> {
+    let paths = Paths::new(data_dir);
+    let id = identity(&paths)?;
+    let have = NodeStore::open(&paths.db())?.snapshot_version(&id.enrollment.org)?;
+    let mut session = authenticated(&id).await?;
+    session
+        .send(&Request::Subscribe {
+            have_version: have.unwrap_or(0),
+        })
+        .await?;
+    loop {
+        match session.receive().await? {
+            Response::Snapshot(bytes) if bytes.is_empty() => {}
+            Response::Snapshot(bytes) => on_snapshot(bytes),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected answer {other:?}"
+                )))
+            }
+        }
+    }
+}
+
 /// Fetches the authority's newest trust snapshot and applies it; returns the stored version.
 pub async fn fetch_snapshot(data_dir: &Path) -> Result<u64, ClientError> {
     let paths = Paths::new(data_dir);

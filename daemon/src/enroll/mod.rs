@@ -37,6 +37,12 @@ pub enum Request {
         /// The version the node holds (0: none).
         have_version: u64,
     },
+    /// Keep the stream open and receive every snapshot newer than `have_version` as soon
+    /// as it is published.
+    Subscribe {
+        /// The version the node holds (0: none).
+        have_version: u64,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -49,6 +55,7 @@ impl fmt::Debug for Request {
                 .finish_non_exhaustive(),
             Self::Renew { .. } => f.write_str("Renew"),
             Self::Snapshot { have_version } => write!(f, "Snapshot(have v{have_version})"),
+            Self::Subscribe { have_version } => write!(f, "Subscribe(have v{have_version})"),
         }
     }
 }

@@ -81,6 +81,9 @@ pub fn encode_request(request: &Request) -> Vec<u8> {
         }
         Request::Renew { csr } => root.init_renew().set_csr(csr),
         Request::Snapshot { have_version } => root.init_snapshot().set_have_version(*have_version),
+        Request::Subscribe { have_version } => {
+            root.init_subscribe().set_have_version(*have_version)
+        }
     }
     capnp::serialize::write_message_to_words(&message)
 }
@@ -126,6 +129,9 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
                 Ok(Request::Renew { csr: csr.to_vec() })
             }
             enroll_request::Snapshot(snapshot) => Ok(Request::Snapshot {
+                have_version: snapshot.map_err(bad)?.get_have_version(),
+            }),
+            enroll_request::Subscribe(snapshot) => Ok(Request::Subscribe {
                 have_version: snapshot.map_err(bad)?.get_have_version(),
             }),
         }
@@ -257,6 +263,7 @@ mod tests {
             }),
             Request::Renew { csr: vec![9; 40] },
             Request::Snapshot { have_version: 7 },
+            Request::Subscribe { have_version: 9 },
         ];
         for r in requests {
             assert_eq!(decode_request(&encode_request(&r)).expect("decode"), r);

@@ -202,6 +202,15 @@ fn hop_names(attrs: &trellis_routing::Attrs) -> Vec<String> {
         .collect()
 }
 
+/// How `routes list|show` name a path's origin check.
+fn origin_check(valid: bool, verified: bool) -> &'static str {
+    match (valid, verified) {
+        (false, _) => "invalid",
+        (true, false) => "unverified",
+        (true, true) => "valid",
+    }
+}
+
 impl RoutingLoop {
     /// A loop over `router` (peers already added to it and listed in `peers`).
     #[allow(clippy::too_many_arguments)]
@@ -441,12 +450,51 @@ impl RoutingLoop {
                     origin: b.attrs.origin.as_str().to_owned(),
                     protocol: protocol_name(b.attrs.protocol).into(),
                     endpoint: if b.next_hop.is_none() { endpoint } else { None },
+                    origin_check: origin_check(true, self.router.origin_verified(&b.attrs.origin))
+                        .into(),
                 };
                 self.view.write().routes.insert(key, info);
             }
         }
         let best = best.map(|b| (b.next_hop.clone(), b.metric, b.attrs.origin.clone()));
         self.persist(StoreOp::Best { service, best });
+    }
+
+    /// Stops dialing and admitting peers whose node id is now revoked (for good: a revoked
+    /// node id never comes back), and notes it when this node itself is revoked.
+    fn stop_revoked_peers(&mut self, revoked: &[NodeId]) {
+        for node in revoked {
+            if node == &self.local {
+                tracing::error!("this node is revoked by its authority; peers refuse it");
+                self.view.write().revoked = true;
+                self.log_event(
+                    "node.revoked",
+                    node.as_str(),
+                    "in the own trust snapshot".into(),
+                );
+                continue;
+            }
+            let Some(spec) = self.peers.get(node).cloned() else {
+                continue;
+            };
+            self.admitted
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(node);
+            let _ = self.dial.send(DialCmd::Stop(node.clone()));
+            self.show_peer(&spec, "revoked", Some("revoked by its authority".into()));
+        }
+    }
+
+    /// Re-labels every best route's origin check (a CA may have become known).
+    fn refresh_origin_checks(&self) {
+        let mut view = self.view.write();
+        for route in view.routes.values_mut() {
+            let verified = NodeId::new(&route.origin)
+                .map(|o| self.router.origin_verified(&o))
+                .unwrap_or(false);
+            route.origin_check = origin_check(true, verified).into();
+        }
     }
 
     /// Deletes what a peer that is no longer configured sent, from the store.
@@ -549,6 +597,8 @@ impl RoutingLoop {
                     if self.holdoff.holds(&peer, Instant::now()) {
                         // Keeps the hold-off's own line, which says for how long.
                         self.show_peer(spec, "held off", None);
+                    } else if self.trust.is_revoked(&peer, &[]) {
+                        self.show_peer(spec, "revoked", None);
                     } else {
                         self.show_peer(spec, "connecting", Some(reason.clone()));
                     }
@@ -735,6 +785,18 @@ impl RoutingLoop {
             }
         };
         let revoked = self.trust.apply_snapshot(&org, &snapshot);
+        if own {
+            self.trust.pin_partner_cas(&org, &snapshot);
+        }
+        self.stop_revoked_peers(&revoked);
+        // Name rules, partner CAs: every route's name and origin is checked again.
+        self.router.handle(
+            Instant::now(),
+            Input::TrustChanged {
+                rules: self.trust.name_rules(),
+            },
+        );
+        self.refresh_origin_checks();
         tracing::info!(
             org = org.as_str(),
             version = snapshot.version,
@@ -790,6 +852,12 @@ impl RoutingLoop {
                 endpoint,
                 reply,
             } => {
+                // A name this node may not use would be dropped by every receiver.
+                if let Err(refusal) = self.router.may_originate(&self.local, &service) {
+                    self.view.count("originations_refused", 1);
+                    let _ = reply.send(Err(api(ErrorKind::BadRequest, refusal.to_string())));
+                    return;
+                }
                 self.view.write().originated.insert(
                     service.as_str().to_owned(),
                     (endpoint.clone(), protocol_name(protocol).to_owned()),
@@ -812,6 +880,12 @@ impl RoutingLoop {
                     format!("{} {endpoint}", protocol_name(protocol)),
                 );
                 self.drain();
+                // A new endpoint with the same protocol changes no route: show it anyway.
+                if let Some(r) = self.view.write().routes.get_mut(service.as_str()) {
+                    if r.next_hop.is_none() {
+                        r.endpoint = Some(endpoint.clone());
+                    }
+                }
                 let info = self.view.read().routes.get(service.as_str()).cloned();
                 self.reply_when_durable(
                     reply,
@@ -901,6 +975,7 @@ impl RoutingLoop {
                         metric: p.metric,
                         origin: p.attrs.origin.as_str().to_owned(),
                         valid: p.valid,
+                        origin_check: origin_check(p.valid, p.verified).into(),
                         stale: p.stale,
                     })
                     .collect();
@@ -1057,6 +1132,12 @@ impl RoutingLoop {
         self.router
             .add_peer(cfg)
             .map_err(|e| api(ErrorKind::Conflict, e.to_string()))?;
+        if self.trust.is_revoked(&spec.node, &[]) {
+            // Configured, but revoked for good: neither dialed nor admitted.
+            self.show_peer(&spec, "revoked", Some("revoked by its authority".into()));
+            self.peers.insert(spec.node.clone(), spec);
+            return Ok(());
+        }
         self.admitted
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

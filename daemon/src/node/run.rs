@@ -122,6 +122,16 @@ pub async fn run(
     let trust = Arc::new(TrustStore::new());
     trust.trust_ca(&org, ca_der.clone());
     let own_snapshot = stored_snapshot(&node_store, &org, &trust);
+    // Partner CAs pinned by the own authority, and what those partners published.
+    if let Some(own) = own_snapshot
+        .as_deref()
+        .and_then(|e| trellis_policy::Envelope::decode(e, trellis_policy::Kind::TrustSnapshot).ok())
+        .and_then(|e| trellis_policy::TrustSnapshot::from_payload(&e.payload).ok())
+    {
+        for partner in trust.pin_partner_cas(&org, &own) {
+            let _ = stored_snapshot(&node_store, &partner, &trust);
+        }
+    }
     config
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -166,6 +176,10 @@ pub async fn run(
         cert.not_after,
     ));
     view.write().snapshot_version = trust.snapshot_version(&org);
+    if trust.is_revoked(&local_id, &cert.serial) {
+        tracing::error!("this node is revoked by its authority; peers refuse it");
+        view.write().revoked = true;
+    }
     view.add_counter("manifests_unverified_foreign_org", unverified);
     view.add_counter("store_commit_failures", store_failures);
     let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
@@ -299,6 +313,7 @@ pub async fn run(
         admit,
         limits: limits.clone(),
     };
+    let subscription_task = OwnedTask::spawn(subscribe_trust(paths.clone(), cmd_tx.clone()));
     let refresh_task = OwnedTask::spawn(refresh_trust(
         paths.clone(),
         cmd_tx,
@@ -329,7 +344,7 @@ pub async fn run(
         shutdown.cancel();
         let _ = tokio::time::timeout(STOP_STEP, &mut routing_run).await;
     }
-    drop((admin_task, hup_task, refresh_task));
+    drop((admin_task, hup_task, refresh_task, subscription_task));
     if !connections.stop(STOP_STEP).await {
         tracing::warn!("sessions still running at shutdown; left behind");
     }
@@ -416,6 +431,8 @@ pub(super) fn peer_specs(
 /// peer's routes as stale paths (up, batch, graceful down) until the peer refreshes them.
 fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
     let now = Instant::now();
+    let rules = routing.trust.name_rules();
+    routing.router.handle(now, Input::TrustChanged { rules });
     for m in restored.manifests {
         routing.router.handle(
             now,
@@ -426,6 +443,10 @@ fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
         );
     }
     for (service, protocol, endpoint) in restored.originated {
+        if let Err(refusal) = routing.router.may_originate(&routing.local, &service) {
+            tracing::warn!(%refusal, "a stored origination is no longer allowed; not advertised");
+            continue;
+        }
         routing.view.write().originated.insert(
             service.as_str().to_owned(),
             (endpoint, route_store::protocol_name(protocol).to_owned()),
@@ -506,6 +527,44 @@ impl Renewal {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded.cert_der;
         Ok(loaded.cert.not_after)
+    }
+}
+
+/// Keeps a subscription to the authority's trust snapshots open, so a revocation reaches
+/// this node as soon as it is published; reconnects with backoff (1 s to 30 s) while the
+/// authority is unreachable. Routing never waits on it; the mesh floods snapshots too.
+async fn subscribe_trust(paths: Paths, commands: mpsc::Sender<Command>) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let since = Instant::now();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let subscription =
+            crate::enroll::client::subscribe_snapshots(&paths.dir, move |envelope| {
+                let _ = tx.send(envelope);
+            });
+        tokio::pin!(subscription);
+        let ended = loop {
+            tokio::select! {
+                ended = &mut subscription => break ended,
+                Some(envelope) = rx.recv() => {
+                    if commands.send(Command::ApplySnapshot { envelope }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        while let Ok(envelope) = rx.try_recv() {
+            let _ = commands.send(Command::ApplySnapshot { envelope }).await;
+        }
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "trust snapshot subscription ended");
+        }
+        delay = if since.elapsed() > Duration::from_secs(60) {
+            Duration::from_secs(1)
+        } else {
+            (delay * 2).min(Duration::from_secs(30))
+        };
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use trellis_policy::TrustSnapshot;
+use trellis_routing::ownership::{Grantee, NamePattern, NameRules, OrgNames, ScopeNodes};
 use trellis_routing::{NodeId, OrgId};
 
 /// What is trusted and revoked.
@@ -23,6 +24,8 @@ pub struct TrustState {
     pub revoked_nodes: HashSet<NodeId>,
     /// Newest snapshot version applied per org.
     pub snapshot_versions: HashMap<OrgId, u64>,
+    /// Who may originate which name, per org whose snapshot is held (docs/adr/0011).
+    pub names: NameRules,
 }
 
 /// How to check a chain: signature algorithms, time, key usage.
@@ -42,6 +45,56 @@ pub enum ChainError {
     NoCa(OrgId),
     /// The chain, or the node, was refused; why.
     Refused(String),
+}
+
+/// The name rules in `org`'s snapshot; entries that do not parse, or that speak for
+/// another org's names, are skipped (logged).
+fn org_names(org: &OrgId, snapshot: &TrustSnapshot) -> OrgNames {
+    let patterns = |names: &[String]| -> Vec<NamePattern> {
+        names
+            .iter()
+            .filter_map(|n| match NamePattern::new(n, org) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(org = org.as_str(), error = %e, "name rule entry skipped");
+                    None
+                }
+            })
+            .collect()
+    };
+    let scopes = snapshot
+        .name_scopes
+        .iter()
+        .filter_map(|s| {
+            let nodes = if s.node == "*" {
+                ScopeNodes::All
+            } else {
+                match NodeId::new(&s.node) {
+                    Ok(n) if n.in_org(org) => ScopeNodes::Node(n),
+                    _ => {
+                        tracing::warn!(org = org.as_str(), node = %s.node, "name scope skipped");
+                        return None;
+                    }
+                }
+            };
+            Some((nodes, patterns(&s.names)))
+        })
+        .collect();
+    let delegations = snapshot
+        .delegations
+        .iter()
+        .filter_map(|d| {
+            let grantee = match NodeId::new(&d.grantee) {
+                Ok(n) => Grantee::Node(n),
+                Err(_) => Grantee::Org(OrgId::new(&d.grantee).ok()?),
+            };
+            Some((grantee, patterns(&d.names)))
+        })
+        .collect();
+    OrgNames {
+        scopes,
+        delegations,
+    }
 }
 
 /// The shared trust view.
@@ -75,6 +128,34 @@ impl TrustStore {
         if !cas.contains(&ca_der) {
             cas.push(ca_der);
         }
+    }
+
+    /// Whether any CA is trusted for `org`.
+    pub fn has_ca(&self, org: &OrgId) -> bool {
+        self.read().cas.get(org).is_some_and(|c| !c.is_empty())
+    }
+
+    /// Trusts the partner CAs pinned in the own org's `snapshot`, each for its own org
+    /// only (never for the own org). Returns the orgs pinned.
+    pub fn pin_partner_cas(&self, own: &OrgId, snapshot: &TrustSnapshot) -> Vec<OrgId> {
+        let mut pinned = Vec::new();
+        for pin in &snapshot.partner_cas {
+            match OrgId::new(&pin.org) {
+                Ok(org) if &org != own => {
+                    self.trust_ca(&org, pin.ca_certificate_der.clone());
+                    pinned.push(org);
+                }
+                _ => {
+                    tracing::warn!(org = %pin.org, "partner CA pin for an invalid or own org skipped")
+                }
+            }
+        }
+        pinned
+    }
+
+    /// The name rules of every org whose snapshot is held.
+    pub fn name_rules(&self) -> NameRules {
+        self.read().names.clone()
     }
 
     /// Stops trusting any CA for `org` (a peering config was removed).
@@ -112,6 +193,7 @@ impl TrustStore {
             org.clone(),
             snapshot.revoked_serials.iter().cloned().collect(),
         );
+        state.names.set(org.clone(), org_names(org, snapshot));
         let mut newly = Vec::new();
         for id in &snapshot.revoked_nodes {
             // Only the org's own authority can revoke its nodes.
@@ -200,6 +282,7 @@ mod tests {
             revoked_serials: serials.iter().map(|s| s.to_vec()).collect(),
             revoked_nodes: nodes.iter().map(|s| (*s).to_owned()).collect(),
             ca_certificate_der: vec![],
+            ..TrustSnapshot::default()
         }
     }
 

@@ -30,6 +30,8 @@ pub struct ViewState {
     pub snapshot_version: u64,
     /// Node certificate expiry.
     pub cert_not_after: u64,
+    /// The own org's authority has revoked this node (its trust snapshot says so).
+    pub revoked: bool,
 }
 
 /// The shared read model.
@@ -53,6 +55,7 @@ impl View {
                 counters: BTreeMap::new(),
                 snapshot_version: 0,
                 cert_not_after,
+                revoked: false,
             }),
             external: std::sync::Mutex::default(),
         }
@@ -103,6 +106,10 @@ impl View {
                 "router_routes_origin_unverified",
                 stats.routes_origin_unverified,
             ),
+            (
+                "router_routes_rejected_name_owner",
+                stats.routes_rejected_name_owner,
+            ),
             ("router_max_routes_exceeded", stats.max_routes_exceeded),
             ("router_manifests_accepted", stats.manifests_accepted),
             ("router_manifests_rejected", stats.manifests_rejected),
@@ -146,6 +153,7 @@ impl View {
             originated: s.originated.len(),
             snapshot_version: s.snapshot_version,
             cert_not_after: s.cert_not_after,
+            revoked: s.revoked,
             counters,
         }
     }

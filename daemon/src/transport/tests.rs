@@ -240,6 +240,7 @@ async fn a_revoked_certificate_is_refused_by_the_listener() {
         revoked_serials: vec![issued.serial.clone()],
         revoked_nodes: vec![],
         ca_certificate_der: acme.der().to_vec(),
+        ..TrustSnapshot::default()
     };
     trust.apply_snapshot(acme.org(), &snapshot);
     let (a, _) = identity(&acme, "acme/a");
@@ -269,6 +270,7 @@ async fn a_dialer_refuses_a_listener_whose_node_is_revoked() {
         revoked_serials: vec![],
         revoked_nodes: vec!["acme/a".into()],
         ca_certificate_der: acme.der().to_vec(),
+        ..TrustSnapshot::default()
     };
     trust.apply_snapshot(acme.org(), &snapshot);
     let (a, _) = identity(&acme, "acme/a");

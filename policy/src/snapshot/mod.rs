@@ -19,8 +19,14 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 /// Most revoked serials or node ids one snapshot carries.
 pub const MAX_REVOKED: usize = 100_000;
 
+mod names;
+
+pub use names::{
+    NameDelegation, NameScope, PartnerCa, MAX_NAMES_PER_RULE, MAX_NAME_RULES, MAX_PARTNER_CAS,
+};
+
 /// An org authority's trust state at one version.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustSnapshot {
     /// Org id of the authority.
     pub org: String,
@@ -36,6 +42,12 @@ pub struct TrustSnapshot {
     pub revoked_nodes: Vec<String>,
     /// The org CA certificate, DER.
     pub ca_certificate_der: Vec<u8>,
+    /// Which nodes of the org may originate which of its names (empty: all, all).
+    pub name_scopes: Vec<NameScope>,
+    /// Names of the org that other orgs may originate.
+    pub delegations: Vec<NameDelegation>,
+    /// Partner CAs the org's nodes trust, each for its own org only.
+    pub partner_cas: Vec<PartnerCa>,
 }
 
 /// Why a trust snapshot was refused.
@@ -134,6 +146,12 @@ impl TrustSnapshot {
                 nodes.set(len(i)?, node.as_str());
             }
             root.set_ca_certificate_der(&self.ca_certificate_der);
+            names::write(
+                &mut root,
+                &self.name_scopes,
+                &self.delegations,
+                &self.partner_cas,
+            )?;
         }
         canonical_bytes(message)
     }
@@ -153,7 +171,11 @@ impl TrustSnapshot {
             if serials.len() as usize > MAX_REVOKED || nodes.len() as usize > MAX_REVOKED {
                 return Err(malformed("too many revocations"));
             }
+            let (name_scopes, delegations, partner_cas) = names::read(&root)?;
             Ok(Self {
+                name_scopes,
+                delegations,
+                partner_cas,
                 org: text(root.get_org())?,
                 version: root.get_version(),
                 issued_at: root.get_issued_at_secs(),

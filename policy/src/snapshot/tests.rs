@@ -41,6 +41,7 @@ fn snapshot(ca: &Ca, version: u64) -> TrustSnapshot {
         revoked_serials: vec![vec![0x12, 0x34]],
         revoked_nodes: vec!["acme/bad".into()],
         ca_certificate_der: ca.der.clone(),
+        ..TrustSnapshot::default()
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod determinism;
 mod manifests;
+mod ownership;
 mod props;
 mod rules;
 

@@ -7,11 +7,13 @@
 //! one-use token cannot both win, even across processes.
 
 mod joins;
+mod names;
 mod nodes;
 mod redeliver;
 mod tokens;
 
 pub use joins::{Admission, NewJoin, Refusal};
+pub use names::RuleKind;
 pub use nodes::{SNAPSHOT_LIFETIME_SECS, SNAPSHOT_REFRESH_SECS};
 pub use redeliver::Redelivered;
 pub use tokens::TokenSpec;
@@ -57,6 +59,11 @@ CREATE INDEX IF NOT EXISTS certs_by_node ON certs(node_id);
 CREATE TABLE IF NOT EXISTS snapshots(
   version INTEGER PRIMARY KEY, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
   envelope BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS name_rules(
+  kind TEXT NOT NULL, subject TEXT NOT NULL, names TEXT NOT NULL, updated_at INTEGER NOT NULL,
+  PRIMARY KEY(kind, subject));
+CREATE TABLE IF NOT EXISTS partner_cas(
+  org TEXT PRIMARY KEY, der BLOB NOT NULL, fingerprint TEXT NOT NULL, added_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audit(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);

@@ -26,7 +26,7 @@ fn refusal(code: ErrorCode, message: String) -> Refusal {
 }
 
 /// Builds, signs and stores the next snapshot inside the caller's transaction.
-fn publish(
+pub(super) fn publish(
     conn: &Connection,
     ca: &Ca,
     actor: &str,
@@ -53,6 +53,7 @@ fn publish(
             unhex(&s).ok_or_else(|| StoreError::Corrupt(format!("serial {s:?} is not hex")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let (name_scopes, delegations, partner_cas) = super::names::snapshot_rules(conn)?;
     let snapshot = TrustSnapshot {
         org: ca.org().as_str().to_owned(),
         version,
@@ -61,6 +62,9 @@ fn publish(
         revoked_serials,
         revoked_nodes,
         ca_certificate_der: ca.der().to_vec(),
+        name_scopes,
+        delegations,
+        partner_cas,
     };
     let key = ca.signing_key()?;
     let envelope = snapshot

@@ -213,6 +213,7 @@ fn verification_fails_for_a_revoked_node_or_certificate() {
         revoked_serials: serials,
         revoked_nodes: nodes,
         ca_certificate_der: ca.der().to_vec(),
+        ..TrustSnapshot::default()
     };
     trust.apply_snapshot(&org("acme"), &snapshot(1, vec![issued.serial], vec![]));
     assert_eq!(
