@@ -218,4 +218,33 @@ fn routes_cross_org_boundaries_with_org_level_paths_and_are_never_leaked_between
     );
     assert_eq!(path_at(g1, "svc.umbrella"), strings(&["acme", "umbrella"]));
     assert_eq!(path_at(i1, "svc.umbrella"), strings(&["acme", "umbrella"]));
+
+    // 5. a2 holds no globex CA: it cannot check globex's origin chain, and says so. Once
+    //    acme's authority pins globex's CA in its signed snapshot (pushed to every acme
+    //    node), a2 verifies globex's origins as the border a1 does.
+    let check = |node: &Node, service: &str| {
+        node.route(service)
+            .map(|r| r["origin_check"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(check(a1, "svc.globex").as_deref(), Some("valid"));
+    assert_eq!(check(a2, "svc.globex").as_deref(), Some("unverified"));
+    let ca = globex_ca.dir.join("ca.crt");
+    let pinned = acme_ca.json(&["partners", "pin", "globex", "--ca", &ca.to_string_lossy()]);
+    assert_eq!(pinned["partner_cas"][0]["org"], "globex", "{pinned}");
+    wait_for("a2 verifies globex's origin", || {
+        (check(a2, "svc.globex").as_deref() == Some("valid")).then_some(())
+    });
+
+    // 6. A name belongs to the org of its last label: globex cannot originate acme's.
+    let out = common::trellis(
+        &g1.dir,
+        &[
+            "routes",
+            "advertise",
+            "svc2.acme",
+            "--endpoint",
+            "127.0.0.1:9",
+        ],
+    );
+    assert_eq!(common::code(&out), 2, "{}", common::stderr(&out));
 }
