@@ -28,14 +28,17 @@ pub use super::state::{free_ports, AuthorityState, LinkState, NodeState, State};
 use crate::topology::mirror;
 use crate::topology_file::TopologyFile;
 
-/// Timers written into every node config: small, so scenarios run in seconds.
+/// Timers written into every node config: a short hold time and graceful-restart window,
+/// so scenarios run in seconds. Failure detection (1 s) and the trust refresh are the
+/// node defaults.
 #[derive(Clone, Debug)]
 pub struct Timers {
     /// Hold time, seconds (keepalive is a third).
     pub hold_secs: u64,
     /// Graceful-restart window, seconds.
     pub graceful_restart_secs: u64,
-    /// How often nodes poll their authority for trust snapshots, seconds.
+    /// How often nodes poll their authority for trust snapshots, seconds (the node
+    /// default: snapshots arrive by the authority's push and the mesh flood).
     pub trust_refresh_secs: u64,
 }
 
@@ -44,7 +47,7 @@ impl Default for Timers {
         Self {
             hold_secs: 3,
             graceful_restart_secs: 5,
-            trust_refresh_secs: 2,
+            trust_refresh_secs: 60,
         }
     }
 }
@@ -83,6 +86,15 @@ fn log_file(dir: &Path, name: &str) -> Result<Stdio, String> {
         .open(&path)
         .map(Stdio::from)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// What [`Cluster::stop_all`] saw.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Daemons that ignored SIGTERM and were SIGKILLed.
+    pub killed: Vec<String>,
+    /// How long the slowest daemon that did exit took after SIGTERM.
+    pub slowest: Duration,
 }
 
 /// Waits until `check` passes, up to `limit`.
@@ -446,26 +458,29 @@ impl Cluster {
     /// Stops every daemon this cluster started as an operator would (SIGTERM), waits up
     /// to `limit` for them to exit, and SIGKILLs the rest. Returns the names of those
     /// that needed SIGKILL: a daemon that ignores SIGTERM is a failure, not a detail.
-    pub fn stop_all(&mut self, limit: Duration) -> Vec<String> {
+    pub fn stop_all(&mut self, limit: Duration) -> Stopped {
         let mut children: Vec<(String, Child)> = self.children.drain().collect();
         for (_, child) in &children {
             super::state::signal("-TERM", child.id());
         }
-        let deadline = Instant::now() + limit;
-        let mut killed = Vec::new();
-        for (name, child) in &mut children {
-            let exited = loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break true,
-                    Ok(None) if Instant::now() >= deadline => break false,
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        let signalled = Instant::now();
+        let deadline = signalled + limit;
+        let mut stopped = Stopped::default();
+        let mut running: Vec<(String, Child)> = children.drain(..).collect();
+        while !running.is_empty() && Instant::now() < deadline {
+            running.retain_mut(|(_, child)| match child.try_wait() {
+                Ok(None) => true,
+                Ok(Some(_)) | Err(_) => {
+                    stopped.slowest = signalled.elapsed();
+                    false
                 }
-            };
-            if !exited {
-                let _ = child.kill();
-                let _ = child.wait();
-                killed.push(name.clone());
-            }
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for (name, mut child) in running {
+            let _ = child.kill();
+            let _ = child.wait();
+            stopped.killed.push(name);
         }
         for n in &mut self.state.nodes {
             n.pid = None;
@@ -473,8 +488,8 @@ impl Cluster {
         for a in &mut self.state.authorities {
             a.pid = None;
         }
-        killed.sort();
-        killed
+        stopped.killed.sort();
+        stopped
     }
 
     /// Whether node `i` runs.

@@ -247,7 +247,7 @@ fn demo(
         table(&routes)
     );
     p.say("stopping every daemon with SIGTERM");
-    let hung = cluster.stop_all(super::state::TERM_GRACE);
+    let hung = cluster.stop_all(super::state::TERM_GRACE).killed;
     if !hung.is_empty() {
         return Err(format!(
             "{} ignored SIGTERM and needed SIGKILL: {}",

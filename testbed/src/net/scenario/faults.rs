@@ -241,9 +241,8 @@ fn revoke(run: &mut Run, victim: usize) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let (expected, absent) = run.expectations(&[victim]);
-    let done = run.settle(&mut w, &expected, &absent);
-    let detail = outcome(&w, &expected, &absent, done);
+    // First how long until no node keeps a session with it (the authority pushes the
+    // snapshot to its subscribers; the mesh floods it), then the routing outcome.
     let state = run.cluster.state.clone();
     let isolated = wait_until(LIMIT, || {
         (0..state.nodes.len()).filter(|&i| i != victim).all(|i| {
@@ -251,11 +250,20 @@ fn revoke(run: &mut Run, victim: usize) -> Result<(), String> {
                 .is_some_and(|ps| ps.iter().all(|p| p.node_id != id || p.state != "up"))
         })
     });
+    let isolated_after = w.elapsed();
     run.hold(
         "the revoked node is isolated: no session with it stays up",
         isolated,
-        "",
+        format!(
+            "every session with it closed {} ms after the revocation",
+            isolated_after.as_millis()
+        ),
     );
+    run.phases
+        .push(w.phase("revoked node isolated", isolated.then_some(isolated_after)));
+    let (expected, absent) = run.expectations(&[victim]);
+    let done = run.settle(&mut w, &expected, &absent);
+    let detail = outcome(&w, &expected, &absent, done);
     run.hold(
         "its service is withdrawn everywhere; what stays reachable without it under valley-free export is delivered",
         done.is_some(),

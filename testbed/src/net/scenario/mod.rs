@@ -104,6 +104,8 @@ pub struct Report {
     pub rss_kb_max: u64,
     /// Daemons that ignored SIGTERM at the end and needed SIGKILL (fails the run).
     pub sigkilled: Vec<String>,
+    /// The slowest exit of a daemon after SIGTERM at the end, ms.
+    pub term_exit_ms_max: u64,
     /// Invariants checked.
     pub invariants: Vec<Invariant>,
     /// All held.
@@ -202,7 +204,8 @@ fn run_in(
         .filter_map(|n| n.pid)
         .filter_map(super::observe::rss_kb)
         .collect();
-    let hung = run.cluster.stop_all(super::state::TERM_GRACE);
+    let stopped = run.cluster.stop_all(super::state::TERM_GRACE);
+    let hung = stopped.killed;
     run.hold(
         "every daemon exits on SIGTERM (none needed SIGKILL)",
         hung.is_empty(),
@@ -232,6 +235,7 @@ fn run_in(
         },
         rss_kb_max: rss.iter().copied().max().unwrap_or(0),
         sigkilled: hung,
+        term_exit_ms_max: ms(Some(stopped.slowest)).unwrap_or(0),
         invariants: run.invariants,
         ok,
     })
@@ -263,6 +267,10 @@ pub fn summary(r: &Report) -> String {
             out.push_str(&format!("    persistent loops: {:?}\n", p.persistent_loops));
         }
     }
+    out.push_str(&format!(
+        "  every daemon stopped on SIGTERM within {} ms\n",
+        r.term_exit_ms_max
+    ));
     for i in &r.invariants {
         out.push_str(&format!(
             "  [{}] {}{}\n",
