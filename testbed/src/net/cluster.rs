@@ -466,7 +466,7 @@ impl Cluster {
         let signalled = Instant::now();
         let deadline = signalled + limit;
         let mut stopped = Stopped::default();
-        let mut running: Vec<(String, Child)> = children.drain(..).collect();
+        let mut running: Vec<(String, Child)> = std::mem::take(&mut children);
         while !running.is_empty() && Instant::now() < deadline {
             running.retain_mut(|(_, child)| match child.try_wait() {
                 Ok(None) => true,
