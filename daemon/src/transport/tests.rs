@@ -345,6 +345,10 @@ fn a_keep_alive_not_shorter_than_the_idle_timeout_is_refused() {
 /// wait.
 #[tokio::test]
 async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init(); // DEBUGTMP
     let acme = org_ca("acme");
     let (a, _) = identity(&acme, "acme/a");
     let (b, _) = identity(&acme, "acme/b");
@@ -388,17 +392,21 @@ async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
     )
     .await
     .expect("dial");
+    tracing::info!("DEBUGTMP dialed, stopping old a");
     let _ = stop_tx.send(());
     old.join().expect("old a gone");
+    tracing::info!("DEBUGTMP old a gone");
 
     // The new process binds the same address with the same key.
     let server = server_config(&a, trust.clone(), admit_all(), &Limits::default()).expect("server");
     let restarted = endpoint(addr, server, &a).expect("rebind the same address");
+    tracing::info!("DEBUGTMP rebound");
 
     // b sends on the old connection: the new process answers with a stateless reset.
     if let Ok(mut stream) = conn.open_uni().await {
         let _ = stream.write_all(&[0u8; 200]).await;
     }
+    tracing::info!("DEBUGTMP open_uni done");
     let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
     drop(restarted);
     assert!(

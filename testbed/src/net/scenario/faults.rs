@@ -16,11 +16,55 @@ pub const FLAP_PERIOD: Duration = Duration::from_secs(8);
 /// How long the `flap` scenario flaps: two periods.
 pub const FLAP_FOR: Duration = Duration::from_secs(16);
 
+/// How long `lossy-link` watches the converged network for a session that flaps.
+pub const LOSSY_HOLD: Duration = Duration::from_secs(20);
+
+/// Every session of every node, with how many times it came up so far.
+fn session_counts(run: &Run) -> Vec<(String, String, String, u64)> {
+    let mut out = Vec::new();
+    for n in &run.cluster.state.nodes {
+        for p in observe::peers(n).unwrap_or_default() {
+            out.push((n.id.clone(), p.node_id, p.state, p.sessions));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `lossy-link`: under 5 % loss and jitter on every link, failure detection must not
+/// take a live peer for dead: over [`LOSSY_HOLD`] no session goes down or is re-made.
+fn steady_under_loss(run: &mut Run, full: &[(usize, String)]) {
+    let before = session_counts(run);
+    let mut w = Watch::start();
+    run.observe_for(&mut w, LOSSY_HOLD, full);
+    let after = session_counts(run);
+    let flapped: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a || a.2 != "up")
+        .map(|(b, a)| format!("{}–{}: {} sessions, now {} ({})", b.0, b.1, b.3, a.3, a.2))
+        .collect();
+    run.hold(
+        "no session flaps under 5 % loss and ±5 ms jitter (20 s watched)",
+        before.len() == after.len() && flapped.is_empty(),
+        if flapped.is_empty() {
+            format!("{} sessions stayed up", after.len())
+        } else {
+            flapped.join("; ")
+        },
+    );
+    run.phases.push(w.phase("steady under loss", None));
+}
+
 /// Injects the fault `name` (victim: node `victim`) into a converged network.
 pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
     let (full, full_absent) = run.expectations(&[]);
     match name {
-        "converge" | "lossy-link" => Ok(()),
+        "converge" => Ok(()),
+        "lossy-link" => {
+            steady_under_loss(run, &full);
+            Ok(())
+        }
         "kill-node" => {
             let w = Watch::start();
             run.kill_node(victim);
