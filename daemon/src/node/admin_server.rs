@@ -199,6 +199,7 @@ async fn dispatch(
                 // 0: the node's `limits.max_routes_per_peer`, as after a restart.
                 max_routes: 0,
                 source: "admin".into(),
+                detection: None,
             };
             ask(commands, |reply| Command::AddPeer {
                 spec,

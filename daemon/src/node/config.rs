@@ -193,6 +193,10 @@ pub struct StaticPeer {
     pub max_routes: usize,
     /// Only accept its connections, never dial it.
     pub passive: bool,
+    /// Failure detection for this peer's dialed connections: ping interval and
+    /// multiplier, when they differ from `[timers]` (QUIC applies the shorter of the two
+    /// ends' timeouts).
+    pub detection: Option<(Duration, u32)>,
 }
 
 /// The node configuration (`trellis.toml`).
@@ -257,6 +261,8 @@ struct RawPeer {
     local_pref: Int,
     max_routes: Int,
     passive: Option<bool>,
+    detect_interval: Text,
+    detect_multiplier: Int,
 }
 
 impl NodeConfig {
@@ -328,6 +334,7 @@ impl NodeConfig {
                     limits.max_routes_per_peer,
                 )?,
                 passive: p.passive.unwrap_or(false),
+                detection: peer_detection(&src, p, &timers)?,
             });
         }
         Ok(Self {
@@ -450,6 +457,35 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// A `[[peer]]`'s own failure detection, checked as `[timers]` is; `None` when it sets
+/// neither key.
+fn peer_detection(
+    src: &Source<'_>,
+    p: &RawPeer,
+    timers: &Timers,
+) -> Result<Option<(Duration, u32)>, ConfigError> {
+    if p.detect_interval.is_none() && p.detect_multiplier.is_none() {
+        return Ok(None);
+    }
+    let mut t = timers.clone();
+    if let Some(v) = &p.detect_interval {
+        t.detect_interval = src.duration(v)?;
+    }
+    t.detect_multiplier = src.int_or(
+        &p.detect_multiplier,
+        "detect_multiplier",
+        2..=255,
+        timers.detect_multiplier,
+    )?;
+    if let Err((_, why)) = t.check() {
+        return Err(match p.detect_interval.as_ref() {
+            Some(v) => src.at(v.span(), why),
+            None => src.whole(why),
+        });
+    }
+    Ok(Some((t.detect_interval, t.detect_multiplier)))
 }
 
 fn timers(src: &Source<'_>, raw: &RawTimers) -> Result<Timers, ConfigError> {

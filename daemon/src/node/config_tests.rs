@@ -463,3 +463,22 @@ fn failure_detection_defaults_to_one_second_and_is_checked() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_peer_may_have_its_own_failure_detection() {
+    let text = "listen = \"127.0.0.1:1\"\n[timers]\ndetect_interval = \"100ms\"\n\
+                [[peer]]\naddress = \"127.0.0.1:2\"\nnode_id = \"acme/b\"\ndetect_multiplier = 20\n\
+                [[peer]]\naddress = \"127.0.0.1:3\"\nnode_id = \"acme/c\"\n";
+    let c = parse(text).unwrap();
+    assert_eq!(
+        c.peers[0].detection,
+        Some((Duration::from_millis(100), 20)),
+        "the interval comes from [timers]"
+    );
+    assert_eq!(c.peers[1].detection, None);
+    let (line, msg) = refusal(parse(
+        "listen = \"127.0.0.1:1\"\n[[peer]]\naddress = \"127.0.0.1:2\"\nnode_id = \"acme/b\"\ndetect_interval = \"5ms\"\n",
+    ));
+    assert_eq!(line, 5, "{msg}");
+    assert!(msg.contains("at least 10ms"), "{msg}");
+}

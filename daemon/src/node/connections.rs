@@ -259,11 +259,24 @@ async fn dial_manager(
         match cmd {
             DialCmd::Start(spec) => {
                 let Some(addr) = spec.address else { continue };
+                // A peer with its own failure detection gets its own transport limits.
+                let own = spec.detection.map(|(interval, multiplier)| {
+                    Arc::new(DialContext {
+                        identity: dialing.identity.clone(),
+                        trust: dialing.trust.clone(),
+                        limits: transport::Limits {
+                            idle_timeout: interval.saturating_mul(multiplier),
+                            keep_alive: interval,
+                            ..dialing.limits.clone()
+                        },
+                        backoff: dialing.backoff,
+                    })
+                });
                 let task = OwnedTask::spawn(dial_loop(
                     spec.node.clone(),
                     addr,
                     endpoint.clone(),
-                    dialing.clone(),
+                    own.unwrap_or_else(|| dialing.clone()),
                     conns.clone(),
                     view.clone(),
                 ));

@@ -43,6 +43,8 @@ pub struct PeerSpec {
     pub max_routes: usize,
     /// Where it is configured.
     pub source: String,
+    /// Its own failure detection (ping interval, multiplier), if not the node's.
+    pub detection: Option<(std::time::Duration, u32)>,
 }
 
 /// Starts and stops dialers (handled by the runtime).

@@ -395,6 +395,7 @@ pub(super) fn peer_specs(
             local_pref: p.local_pref,
             max_routes: p.max_routes,
             source: "config".into(),
+            detection: p.detection,
         });
     }
     for peering in peerings {
@@ -407,6 +408,7 @@ pub(super) fn peer_specs(
                 local_pref: peering.local_pref,
                 max_routes: peering.max_routes,
                 source: peering.file.display().to_string(),
+                detection: None,
             });
         }
     }
@@ -422,6 +424,7 @@ pub(super) fn peer_specs(
             local_pref: 100,
             max_routes: config.limits.max_routes_per_peer,
             source: "admin".into(),
+            detection: None,
         });
     }
     specs

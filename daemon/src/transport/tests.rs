@@ -371,7 +371,12 @@ async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
                 .send(listener.local_addr().expect("addr"))
                 .expect("send addr");
             let incoming = listener.accept().await.expect("endpoint open");
-            let _accepted = accept(incoming).await.expect("accepted");
+            let (accepted, _) = accept(incoming).await.expect("accepted");
+            // Echo b's probe (see below).
+            let (mut send, mut recv) = accepted.accept_bi().await.expect("probe stream");
+            let probe = recv.read_to_end(64).await.expect("probe");
+            send.write_all(&probe).await.expect("echo");
+            send.finish().expect("echo finished");
             std::future::pending::<()>().await;
         });
         let _ = rt.block_on(stop_rx);
@@ -392,6 +397,17 @@ async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
     )
     .await
     .expect("dial");
+    // `dial` returns once b has sent its Finished, before a has even read it. Until b
+    // receives a's HANDSHAKE_DONE its handshake is unconfirmed: it keeps retransmitting its
+    // Finished in long-header Handshake packets (with any 1-RTT frame coalesced behind
+    // them), which an endpoint never answers with a stateless reset, so b would wait for
+    // its idle timeout. a sends HANDSHAKE_DONE with its first 1-RTT packet after the
+    // handshake, ahead of any stream data: once b has read a's echo, its connection is
+    // fully established, as the connection to a running process is.
+    let (mut probe, mut echo) = conn.open_bi().await.expect("probe stream");
+    probe.write_all(b"probe").await.expect("probe");
+    probe.finish().expect("probe finished");
+    assert_eq!(echo.read_to_end(64).await.expect("echo"), b"probe");
     tracing::info!("DEBUGTMP dialed, stopping old a");
     let _ = stop_tx.send(());
     old.join().expect("old a gone");
@@ -402,12 +418,17 @@ async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
     let restarted = endpoint(addr, server, &a).expect("rebind the same address");
     tracing::info!("DEBUGTMP rebound");
 
-    // b sends on the old connection: the new process answers with a stateless reset.
-    if let Ok(mut stream) = conn.open_uni().await {
-        let _ = stream.write_all(&[0u8; 200]).await;
-    }
-    tracing::info!("DEBUGTMP open_uni done");
-    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
+    // b sends on the old connection: the new process answers with a stateless reset. (A
+    // bidirectional stream: peers may open no unidirectional ones, so `open_uni` would wait
+    // for the end of the connection.)
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        if let Ok((mut stream, _)) = conn.open_bi().await {
+            let _ = stream.write_all(&[0u8; 200]).await;
+        }
+        tracing::info!("DEBUGTMP open_bi done");
+        conn.closed().await
+    })
+    .await;
     drop(restarted);
     assert!(
         matches!(outcome, Ok(quinn::ConnectionError::Reset)),
