@@ -355,9 +355,9 @@ fn authority_down(
     );
     run.phases
         .push(w.phase("authorities down, node restarted", done));
-    // Nodes poll their authority every trust_refresh_secs: hold for more than two polls.
-    let poll = Duration::from_secs(run.cluster.timers.trust_refresh_secs);
-    let window = poll * 2 + Duration::from_secs(1);
+    // Every node retries its snapshot subscription after 1, 2 and 4 s (then up to 30 s)
+    // while its authority is down: hold through the first three retries.
+    let window = Duration::from_secs(8);
     let mut w = Watch::start();
     let held = if done.is_some() {
         run.hold_clean(&mut w, window, full, full_absent)
@@ -366,9 +366,8 @@ fn authority_down(
     };
     run.hold(
         &format!(
-            "routing stays unaffected for {} s with every authority down (> 2 trust polls of {} s)",
-            window.as_secs(),
-            poll.as_secs()
+            "routing stays unaffected for {} s with every authority down (3 subscription retries)",
+            window.as_secs()
         ),
         held.as_ref().is_ok_and(|&samples| samples >= 5),
         match &held {
