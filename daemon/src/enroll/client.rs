@@ -468,18 +468,25 @@ pub async fn renew(data_dir: &Path) -> Result<Enrolled, ClientError> {
     }
 }
 
-/// Fetches the authority's newest trust snapshot without applying it (`None`: nothing
-/// newer than what `node.db` holds). The node daemon applies it in its routing loop.
-pub async fn fetch_snapshot_bytes(data_dir: &Path) -> Result<Option<Vec<u8>>, ClientError> {
+/// Opens an authenticated session and asks for the snapshots newer than the stored
+/// one, with `request` (`Snapshot` or `Subscribe`) built from the stored version.
+async fn ask_snapshots(
+    data_dir: &Path,
+    request: fn(u64) -> Request,
+) -> Result<Session, ClientError> {
     let paths = Paths::new(data_dir);
     let id = identity(&paths)?;
     let have = NodeStore::open(&paths.db())?.snapshot_version(&id.enrollment.org)?;
     let mut session = authenticated(&id).await?;
-    session
-        .send(&Request::Snapshot {
-            have_version: have.unwrap_or(0),
-        })
-        .await?;
+    session.send(&request(have.unwrap_or(0))).await?;
+    Ok(session)
+}
+
+/// Fetches the authority's newest trust snapshot without applying it (`None`: nothing
+/// newer than what `node.db` holds). The node daemon applies it in its routing loop.
+pub async fn fetch_snapshot_bytes(data_dir: &Path) -> Result<Option<Vec<u8>>, ClientError> {
+    let mut session =
+        ask_snapshots(data_dir, |have_version| Request::Snapshot { have_version }).await?;
     let response = session.receive().await;
     session.close().await;
     match response? {
@@ -499,15 +506,8 @@ pub async fn subscribe_snapshots(
     data_dir: &Path,
     mut on_snapshot: impl FnMut(Vec<u8>),
 ) -> Result<(), ClientError> {
-    let paths = Paths::new(data_dir);
-    let id = identity(&paths)?;
-    let have = NodeStore::open(&paths.db())?.snapshot_version(&id.enrollment.org)?;
-    let mut session = authenticated(&id).await?;
-    session
-        .send(&Request::Subscribe {
-            have_version: have.unwrap_or(0),
-        })
-        .await?;
+    let mut session =
+        ask_snapshots(data_dir, |have_version| Request::Subscribe { have_version }).await?;
     loop {
         match session.receive().await? {
             Response::Snapshot(bytes) if bytes.is_empty() => {}
