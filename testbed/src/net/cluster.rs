@@ -24,6 +24,7 @@ use trellis_daemon::admin::{client, Request, TokenCreated};
 use trellis_routing::Relationship;
 
 use super::emulator::{self, Hub, Impairment, Link, Relay};
+use super::state::write_file;
 pub use super::state::{free_ports, AuthorityState, LinkState, NodeState, State};
 use crate::topology::mirror;
 use crate::topology_file::TopologyFile;
@@ -374,11 +375,9 @@ impl Cluster {
                         "[[endpoint]]\naddress = \"127.0.0.1:{relay}\"\nnode_id = \"{id}\"\n"
                     ));
                 }
-                fs::write(peerings.join(format!("{partner}.toml")), p)
-                    .map_err(|e| format!("peering config: {e}"))?;
+                write_file(&peerings.join(format!("{partner}.toml")), p.as_bytes())?;
             }
-            fs::write(node.dir.join("trellis.toml"), text)
-                .map_err(|e| format!("{}: {e}", node.dir.display()))?;
+            write_file(&node.dir.join("trellis.toml"), text.as_bytes())?;
         }
         Ok(())
     }

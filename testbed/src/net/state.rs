@@ -66,18 +66,31 @@ pub struct State {
 }
 
 impl State {
-    /// Reads `DIR/state.json`.
+    /// Reads `DIR/state.json`. The file is only ever replaced whole (temp file and
+    /// rename), so a reader sees the old or the new state; a file that does not parse (one
+    /// written by hand, or by an older testbed without atomic writes) is read again a few
+    /// times before it is an error.
     pub fn load(dir: &Path) -> Result<Self, String> {
         let path = dir.join("state.json");
-        let text = fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (is a testbed up in this dir?)", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut tries = 0;
+        loop {
+            let text = fs::read_to_string(&path)
+                .map_err(|e| format!("{}: {e} (is a testbed up in this dir?)", path.display()))?;
+            match serde_json::from_str(&text) {
+                Ok(state) => return Ok(state),
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
     }
 
-    /// Writes `DIR/state.json`.
+    /// Writes `DIR/state.json` atomically (temp file, fsync, rename).
     pub fn save(&self) -> Result<(), String> {
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        fs::write(self.dir.join("state.json"), text).map_err(|e| format!("state.json: {e}"))
+        write_file(&self.dir.join("state.json"), text.as_bytes())
     }
 
     /// Index of a node by id.
@@ -152,6 +165,13 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains("trellis-testbed"))
         .unwrap_or(false)
+}
+
+/// Writes a testbed file atomically (temp file, fsync, rename, fsync dir), so a process
+/// reading it at the same time sees the old or the new content, never a torn file.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    trellis_daemon::util::files::write_atomic(path, bytes, 0o644)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Sends `signal` (`-TERM`, `-KILL`) to `pid`.
