@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use trellis_testbed::net::cluster::{NetOptions, Timers};
 use trellis_testbed::run::{healthy, run, summary, SimOptions};
 use trellis_testbed::sim::{LinkParams, SimConfig};
 use trellis_testbed::topology::Shape;
@@ -42,6 +43,8 @@ enum Cmd {
         /// Network dir.
         #[arg(long, default_value = "trellis-net")]
         dir: PathBuf,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Show the processes of a network and what each node sees.
     Status {
@@ -85,6 +88,8 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Three orgs, nine nodes: converge, reroute around a cut link, cut off a revoked node.
     Demo,
@@ -98,6 +103,28 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+/// How a network of real daemons is built.
+#[derive(clap::Args)]
+struct NetArgs {
+    /// Timers written into the nodes: `default` (the daemon's own: what a real node
+    /// does) or `fast` (hold 3 s, graceful restart 5 s, redial up to 2 s, trust refresh 2 s).
+    #[arg(long, default_value = "default")]
+    timers: Timers,
+    /// First UDP port of the network (it takes one per authority and node and two per
+    /// link, consecutively). Default: free ports in 20000-29999.
+    #[arg(long)]
+    base_port: Option<u16>,
+}
+
+impl NetArgs {
+    fn options(&self) -> NetOptions {
+        NetOptions {
+            timers: self.timers,
+            base_port: self.base_port,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -287,9 +314,10 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             orgs,
             seed,
             dir,
+            net,
         } => {
             let orgs = orgs_for(&topology, orgs)?;
-            commands::up(&topology, nodes, orgs, seed, &dir).map_err(msg)?;
+            commands::up(&topology, nodes, orgs, seed, &dir, net.options()).map_err(msg)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { dir, json } => {
@@ -344,6 +372,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             topology,
             seed,
             json,
+            net,
         } => {
             let report = scenario::run(&scenario::Options {
                 name,
@@ -351,6 +380,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
                 topology,
                 seed,
                 dir: None,
+                net: net.options(),
             })
             .map_err(msg)?;
             if json {

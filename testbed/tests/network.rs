@@ -238,3 +238,99 @@ fn a_failed_up_stops_what_it_started_and_leaves_its_pids_on_record() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_base_port_places_a_testbed_and_a_taken_one_is_refused_with_the_port() {
+    let dir = scratch("testbed-base-port");
+    let d = dir.to_str().expect("path");
+    // A port this test holds: the testbed must refuse a block that contains it.
+    let (taken, held) = (0..1000)
+        .map(|k| 25_000 + (std::process::id() % 3_000) as u16 + k)
+        .find_map(|p| {
+            std::net::UdpSocket::bind(("127.0.0.1", p))
+                .ok()
+                .map(|s| (p, s))
+        })
+        .expect("a free port to hold");
+    let base = taken.to_string();
+    let up = testbed(&[
+        "up",
+        "--topology",
+        "line",
+        "--nodes",
+        "2",
+        "--dir",
+        d,
+        "--base-port",
+        &base,
+    ]);
+    assert_eq!(
+        up.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&up.stderr).contains(&format!("port {taken} is in use")),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(held);
+    // A free block: every process listens where `status` says, from the base on.
+    let base = (0..200)
+        .map(|k| 24_000 + (std::process::id() % 3_000) as u16 + k * 10)
+        .find(|&b| (b..b + 5).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()))
+        .expect("a free block of 5 ports");
+    let up = testbed(&[
+        "up",
+        "--topology",
+        "line",
+        "--nodes",
+        "2",
+        "--dir",
+        d,
+        "--base-port",
+        &base.to_string(),
+    ]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let status = json(&testbed(&["status", "--dir", d, "--json"]));
+    let mut ports: Vec<u64> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["port"].as_u64().expect("port"))
+        .chain(
+            status["authorities"]
+                .as_array()
+                .expect("auths")
+                .iter()
+                .map(|a| a["port"].as_u64().expect("port")),
+        )
+        .chain(
+            status["links"]
+                .as_array()
+                .expect("links")
+                .iter()
+                .flat_map(|l| {
+                    [
+                        l["relay_a_to_b"].as_u64().expect("relay"),
+                        l["relay_b_to_a"].as_u64().expect("relay"),
+                    ]
+                }),
+        )
+        .collect();
+    ports.sort_unstable();
+    let want: Vec<u64> = (u64::from(base)..u64::from(base) + 5).collect();
+    assert_eq!(ports, want, "{status}");
+    let down = testbed(&["down", "--dir", d, "--purge"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}

@@ -174,8 +174,10 @@ pub fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
-/// A free UDP port on 127.0.0.1, below the kernel's ephemeral range (so no socket bound to
-/// port 0 takes it before the daemon binds it) and never handed out twice by this process.
+/// A free UDP port on 127.0.0.1 in 10000-19999: below the kernel's ephemeral range (so no
+/// socket bound to port 0 takes it before the daemon binds it), apart from the testbed's
+/// 20000-29999 (so a testbed running beside the tests never collides), and never handed
+/// out twice by this process.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -187,7 +189,7 @@ pub fn free_port() -> u16 {
                 .and_then(|p| p.parse::<u32>().ok())
         })
         .unwrap_or(32_768);
-    let (first, span) = (10_000u32, low.saturating_sub(10_001).max(1));
+    let (first, span) = (10_000u32, low.saturating_sub(10_001).clamp(1, 10_000));
     let base = std::process::id().wrapping_mul(7919) % span;
     loop {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -29,26 +29,56 @@ pub use super::state::{free_ports, AuthorityState, LinkState, NodeState, State};
 use crate::topology::mirror;
 use crate::topology_file::TopologyFile;
 
-/// Timers written into every node config: a short hold time and graceful-restart window,
-/// so scenarios run in seconds. Failure detection (1 s) and the trust refresh are the
-/// node defaults.
-#[derive(Clone, Debug)]
-pub struct Timers {
-    /// Hold time, seconds (keepalive is a third).
-    pub hold_secs: u64,
-    /// Graceful-restart window, seconds.
-    pub graceful_restart_secs: u64,
-    /// How often nodes poll their authority for trust snapshots, seconds (the node
-    /// default: snapshots arrive by the authority's push and the mesh flood).
-    pub trust_refresh_secs: u64,
+/// The timers a testbed writes into its nodes (`--timers`). Every report names the set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Timers {
+    /// Nothing: every node runs with the daemon's defaults (hold 9 s, failure detection
+    /// 1 s, graceful restart 120 s, redial 200 ms to 10 s, trust refresh 60 s), so
+    /// figures are what a default node does.
+    #[default]
+    Default,
+    /// Shortened for quick runs: hold 3 s, graceful restart 5 s, redial 100 ms to 2 s,
+    /// trust refresh 2 s (failure detection stays 1 s).
+    Fast,
 }
 
-impl Default for Timers {
-    fn default() -> Self {
-        Self {
-            hold_secs: 3,
-            graceful_restart_secs: 5,
-            trust_refresh_secs: 60,
+/// How a network is built, beyond its topology: `--timers` and `--base-port`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetOptions {
+    /// The timer set written into the nodes.
+    pub timers: Timers,
+    /// The first of the network's ports (`None`: free ports in
+    /// [`super::state::TESTBED_PORTS`]).
+    pub base_port: Option<u16>,
+}
+
+impl std::str::FromStr for Timers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(Self::Default),
+            "fast" => Ok(Self::Fast),
+            other => Err(format!("--timers {other:?}: default or fast")),
+        }
+    }
+}
+
+impl std::fmt::Display for Timers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Default => "default",
+            Self::Fast => "fast",
+        })
+    }
+}
+
+impl Timers {
+    /// The `[timers]` section written into each node config.
+    fn section(self) -> &'static str {
+        match self {
+            Self::Default => "",
+            Self::Fast => "[timers]\nhold_time = \"3s\"\ngraceful_restart = \"5s\"\nconnect_retry_min = \"100ms\"\nconnect_retry_max = \"2s\"\ntrust_refresh = \"2s\"\n",
         }
     }
 }
@@ -117,10 +147,11 @@ impl Cluster {
     pub fn create(
         dir: &Path,
         topo: &TopologyFile,
-        timers: Timers,
+        net: NetOptions,
         seed: u64,
         detached: bool,
     ) -> Result<Self, String> {
+        let (timers, base_port) = (net.timers, net.base_port);
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the testbed binary: {e}"))?;
         fs::create_dir_all(dir.join("logs")).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -151,8 +182,13 @@ impl Cluster {
         let mut orgs: Vec<String> = t.nodes.iter().map(|n| n.org_str().to_owned()).collect();
         orgs.sort();
         orgs.dedup();
+        // Every port of this testbed at once: authorities, then nodes, then two relays
+        // per link (`status` lists whose each one is).
+        let mut ports =
+            free_ports(orgs.len() + t.nodes.len() + 2 * t.links.len(), base_port)?.into_iter();
+        let mut next_port = || ports.next().ok_or_else(|| "ran out of ports".to_owned());
         for org in &orgs {
-            cluster.start_authority(org)?;
+            cluster.start_authority(org, next_port()?)?;
         }
         // Tokens and joins, all nodes of an org in parallel.
         let mut joins = Vec::new();
@@ -212,8 +248,6 @@ impl Cluster {
         if let Some(e) = failed {
             return Err(e);
         }
-        let mut ports = free_ports(t.nodes.len() + 2 * t.links.len())?.into_iter();
-        let mut next_port = || ports.next().ok_or_else(|| "ran out of ports".to_owned());
         for node in &t.nodes {
             cluster.state.nodes.push(NodeState {
                 id: node.as_str().to_owned(),
@@ -250,7 +284,7 @@ impl Cluster {
             .ok_or_else(|| format!("no authority for {org}"))
     }
 
-    fn start_authority(&mut self, org: &str) -> Result<(), String> {
+    fn start_authority(&mut self, org: &str, port: u16) -> Result<(), String> {
         let dir = self.state.dir.join(format!("auth-{org}"));
         let init = self
             .trellisd()
@@ -263,7 +297,6 @@ impl Cluster {
         if !init.success() {
             return Err(format!("authority init {org} failed"));
         }
-        let port = free_ports(1)?.first().copied().ok_or("no free port")?;
         self.state.authorities.push(AuthorityState {
             org: org.to_owned(),
             dir,
@@ -322,12 +355,12 @@ impl Cluster {
     fn write_configs(&self, topo: &TopologyFile, _seed: u64) -> Result<(), String> {
         let t = &topo.topology;
         let nodes = &self.state.nodes;
-        let hold = self.timers.hold_secs;
         for (i, node) in nodes.iter().enumerate() {
             let org = t.nodes[i].org_str();
             let mut text = format!(
-                "listen = \"127.0.0.1:{}\"\npeering_dir = \"peerings\"\n[timers]\nhold_time = \"{hold}s\"\nmrai = \"50ms\"\ngraceful_restart = \"{}s\"\nconnect_retry_min = \"100ms\"\nconnect_retry_max = \"2s\"\n",
-                node.port, self.timers.graceful_restart_secs
+                "listen = \"127.0.0.1:{}\"\npeering_dir = \"peerings\"\n{}",
+                node.port,
+                self.timers.section()
             );
             // Partner org → (role of partner, endpoints).
             let mut partners: BTreeMap<String, (Relationship, Vec<(u16, String)>)> =
@@ -411,10 +444,6 @@ impl Cluster {
             .arg("--config")
             .arg(node.dir.join("trellis.toml"))
             .env("TRELLIS_LOG", "info")
-            .env(
-                "TRELLIS_TRUST_REFRESH",
-                format!("{}s", self.timers.trust_refresh_secs),
-            )
             .stdout(log_file(&self.state.dir, &node.id)?)
             .stderr(log_file(&self.state.dir, &node.id)?)
             .spawn()

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::cluster::{Cluster, Timers};
+use super::cluster::{Cluster, NetOptions};
 use super::emulator::control;
 use super::observe;
 use super::state::{alive, stop_recorded, State};
@@ -15,7 +15,14 @@ use crate::topology_file::{resolve, TopologyFile};
 /// daemons, leaves everything running, and says how to reach each node. Every pid is
 /// written to `DIR/state.json` as its process starts; if `up` fails it stops what it
 /// started.
-pub fn up(topology: &str, nodes: usize, orgs: usize, seed: u64, dir: &Path) -> Result<(), String> {
+pub fn up(
+    topology: &str,
+    nodes: usize,
+    orgs: usize,
+    seed: u64,
+    dir: &Path,
+    net: NetOptions,
+) -> Result<(), String> {
     let topo = resolve(topology, nodes, orgs, seed)?;
     if dir.join("state.json").exists() {
         return Err(format!(
@@ -23,7 +30,7 @@ pub fn up(topology: &str, nodes: usize, orgs: usize, seed: u64, dir: &Path) -> R
             dir.display()
         ));
     }
-    let result = start(&topo, seed, dir);
+    let result = start(&topo, seed, dir, net);
     if let Err(e) = &result {
         if let Ok(state) = State::load(dir) {
             let stopped = stop_recorded(&state);
@@ -37,14 +44,14 @@ pub fn up(topology: &str, nodes: usize, orgs: usize, seed: u64, dir: &Path) -> R
     result
 }
 
-fn start(topo: &TopologyFile, seed: u64, dir: &Path) -> Result<(), String> {
+fn start(topo: &TopologyFile, seed: u64, dir: &Path, net: NetOptions) -> Result<(), String> {
     println!(
         "creating {} authorities and joining {} nodes in {}",
         topo.orgs.len().max(1),
         topo.topology.nodes.len(),
         dir.display()
     );
-    let mut cluster = Cluster::create(dir, topo, Timers::default(), seed, true)?;
+    let mut cluster = Cluster::create(dir, topo, net, seed, true)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -135,6 +142,7 @@ pub fn status(dir: &Path, json: bool) -> Result<(), String> {
         let status = if running { observe::status(n) } else { None };
         rows.push(serde_json::json!({
             "node": n.id,
+            "port": n.port,
             "pid": n.pid,
             "running": running,
             "peers_up": status.as_ref().map(|s| s.peers_up),
@@ -149,14 +157,26 @@ pub fn status(dir: &Path, json: bool) -> Result<(), String> {
         .map(|a| serde_json::json!({"org": a.org, "pid": a.pid, "running": a.pid.is_some_and(alive), "port": a.port}))
         .collect();
     let emulator = state.emulator_pid.is_some_and(alive);
+    // Which port is whose: every node listens on its own; each link has one relay port per
+    // direction (the dialer of a → b dials a's relay_ab, which forwards to b).
+    let links: Vec<_> = state
+        .links
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "a": state.nodes[l.a].id, "b": state.nodes[l.b].id,
+                "relay_a_to_b": l.relay_ab, "relay_b_to_a": l.relay_ba,
+            })
+        })
+        .collect();
     if json {
-        let out = serde_json::json!({"nodes": rows, "authorities": auths, "emulator_pid": state.emulator_pid, "emulator_running": emulator});
+        let out = serde_json::json!({"nodes": rows, "authorities": auths, "links": links, "emulator_pid": state.emulator_pid, "emulator_running": emulator});
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
     println!(
-        "{:<20} {:>8} {:>8} {:>7} {:>7} {:>9}",
-        "NODE", "PID", "STATE", "PEERS", "ROUTES", "RSS"
+        "{:<20} {:>6} {:>8} {:>8} {:>7} {:>7} {:>9}",
+        "NODE", "PORT", "PID", "STATE", "PEERS", "ROUTES", "RSS"
     );
     for r in &rows {
         let pid = r["pid"]
@@ -178,8 +198,9 @@ pub fn status(dir: &Path, json: bool) -> Result<(), String> {
             .as_u64()
             .map_or_else(|| "-".into(), |k| format!("{:.1}MiB", k as f64 / 1024.0));
         println!(
-            "{:<20} {:>8} {:>8} {:>7} {:>7} {:>9}",
+            "{:<20} {:>6} {:>8} {:>8} {:>7} {:>7} {:>9}",
             r["node"].as_str().unwrap_or(""),
+            r["port"].as_u64().unwrap_or(0),
             pid,
             state,
             peers,
@@ -187,10 +208,22 @@ pub fn status(dir: &Path, json: bool) -> Result<(), String> {
             rss
         );
     }
+    for l in &links {
+        println!(
+            "link {} – {}: relay ports {} (→ {}) and {} (→ {})",
+            l["a"].as_str().unwrap_or(""),
+            l["b"].as_str().unwrap_or(""),
+            l["relay_a_to_b"],
+            l["b"].as_str().unwrap_or(""),
+            l["relay_b_to_a"],
+            l["a"].as_str().unwrap_or("")
+        );
+    }
     for a in &auths {
         println!(
-            "authority {:<10} {}",
+            "authority {:<10} port {} {}",
             a["org"].as_str().unwrap_or(""),
+            a["port"],
             if a["running"].as_bool() == Some(true) {
                 "running"
             } else {

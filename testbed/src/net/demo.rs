@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use trellis_daemon::admin::{client, Request, RouteInfo};
 
-use super::cluster::{wait_until, Cluster, Timers};
+use super::cluster::{wait_until, Cluster, NetOptions};
 use super::observe;
 use super::state::{stop_recorded, State};
 use crate::topology_file::parse;
@@ -91,7 +91,8 @@ fn demo(
         topo.orgs.len(),
         topo.topology.nodes.len()
     ));
-    let mut cluster = Cluster::create(dir, topo, Timers::default(), 1, false)?;
+    // The daemons' default timers: what a real node does.
+    let mut cluster = Cluster::create(dir, topo, NetOptions::default(), 1, false)?;
     cluster.start_emulator(1)?;
     p.say("starting the link emulator and the daemons (QUIC + mutual TLS, Cap'n Proto sessions)");
     cluster.start_all()?;

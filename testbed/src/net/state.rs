@@ -99,23 +99,44 @@ impl State {
     }
 }
 
-/// `n` distinct free UDP ports on 127.0.0.1, taken below the kernel's ephemeral range so
-/// that no socket bound to port 0 (a relay's upstream side, a joining node) can take one
-/// between this choice and the process that binds it.
-pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-        .unwrap_or(32_768);
-    let (first, last) = (10_000u16, low.saturating_sub(1));
-    if last <= first {
-        return Err("no port range below the ephemeral ports".into());
+/// Where testbeds take their ports when no `--base-port` is given. The tests of this
+/// repository take theirs from 10000-19999, and the kernel hands out ephemeral ports from
+/// 32768 up, so a testbed never collides with either.
+pub const TESTBED_PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// `n` distinct free UDP ports on 127.0.0.1 for one testbed: `base..base + n` exactly when
+/// a base is given (an error names the first port in use), otherwise free ports found in
+/// [`TESTBED_PORTS`] from an offset that differs between processes, so two testbeds
+/// started at once do not race for the same ports.
+pub fn free_ports(n: usize, base: Option<u16>) -> Result<Vec<u16>, String> {
+    let count = u16::try_from(n).map_err(|_| format!("{n} ports is too many"))?;
+    if let Some(base) = base {
+        if base < 1024 {
+            return Err(format!("--base-port {base}: use a port of 1024 or more"));
+        }
+        let end = base
+            .checked_add(count)
+            .filter(|&end| end <= 32_768)
+            .ok_or_else(|| {
+                format!("--base-port {base} + {n} ports runs into the ephemeral range (32768 up)")
+            })?;
+        let mut held = Vec::new();
+        for port in base..end {
+            match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+                Ok(socket) => held.push(socket),
+                Err(e) => {
+                    return Err(format!(
+                        "port {port} is in use ({e}); this testbed needs {n} ports from {base}: pick another --base-port"
+                    ))
+                }
+            }
+        }
+        return Ok((base..end).collect());
     }
-    let span = u32::from(last - first);
+    let (first, span) = (
+        TESTBED_PORTS.start,
+        u32::from(TESTBED_PORTS.end - TESTBED_PORTS.start),
+    );
     let start = (std::process::id().wrapping_mul(7919)) % span;
     let mut held = Vec::new();
     let mut ports = Vec::new();
@@ -130,7 +151,12 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
         }
     }
     if ports.len() < n {
-        return Err(format!("only {} free ports below {low}", ports.len()));
+        return Err(format!(
+            "only {} free ports in {}-{}",
+            ports.len(),
+            TESTBED_PORTS.start,
+            TESTBED_PORTS.end - 1
+        ));
     }
     Ok(ports)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::cluster::{Cluster, Timers};
+use super::cluster::{Cluster, NetOptions, Timers};
 use super::emulator::Impairment;
 use crate::topology_file::resolve;
 use watch::{Run, Watch};
@@ -42,6 +42,8 @@ pub struct Options {
     pub seed: u64,
     /// Network dir (default: a fresh temp dir, removed afterwards).
     pub dir: Option<PathBuf>,
+    /// Timers and ports.
+    pub net: NetOptions,
 }
 
 /// One invariant's outcome.
@@ -80,6 +82,8 @@ pub struct Report {
     pub scenario: String,
     /// Topology.
     pub topology: String,
+    /// The timer set the nodes ran with (`default` or `fast`).
+    pub timers: Timers,
     /// Nodes.
     pub nodes: usize,
     /// From the first advertisement to the expected state, ms.
@@ -151,7 +155,7 @@ fn run_in(
     topo: &crate::topology_file::TopologyFile,
     dir: &std::path::Path,
 ) -> Result<Report, String> {
-    let cluster = Cluster::create(dir, topo, Timers::default(), opts.seed, false)?;
+    let cluster = Cluster::create(dir, topo, opts.net, opts.seed, false)?;
     let mut run = Run::new(cluster, topo);
     run.cluster.start_emulator(opts.seed)?;
     let n = run.cluster.state.nodes.len();
@@ -220,6 +224,7 @@ fn run_in(
     Ok(Report {
         scenario: opts.name.clone(),
         topology: opts.topology.clone(),
+        timers: opts.net.timers,
         nodes: n,
         converge_ms,
         reconverge_ms: last.and_then(|p| p.reached_ms),
@@ -245,10 +250,11 @@ fn run_in(
 pub fn summary(r: &Report) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| format!("{v} ms"));
     let mut out = format!(
-        "scenario {} on {} ({} nodes): converged in {} ms; {} update batches sent; RSS per daemon mean {:.1} MiB, max {:.1} MiB\n",
+        "scenario {} on {} ({} nodes, {} timers): converged in {} ms; {} update batches sent; RSS per daemon mean {:.1} MiB, max {:.1} MiB\n",
         r.scenario,
         r.topology,
         r.nodes,
+        r.timers,
         r.converge_ms,
         r.update_batches_sent,
         r.rss_kb_mean as f64 / 1024.0,
