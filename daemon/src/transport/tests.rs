@@ -345,10 +345,6 @@ fn a_keep_alive_not_shorter_than_the_idle_timeout_is_refused() {
 /// wait.
 #[tokio::test]
 async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init(); // DEBUGTMP
     let acme = org_ca("acme");
     let (a, _) = identity(&acme, "acme/a");
     let (b, _) = identity(&acme, "acme/b");
@@ -408,15 +404,12 @@ async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
     probe.write_all(b"probe").await.expect("probe");
     probe.finish().expect("probe finished");
     assert_eq!(echo.read_to_end(64).await.expect("echo"), b"probe");
-    tracing::info!("DEBUGTMP dialed, stopping old a");
     let _ = stop_tx.send(());
     old.join().expect("old a gone");
-    tracing::info!("DEBUGTMP old a gone");
 
     // The new process binds the same address with the same key.
     let server = server_config(&a, trust.clone(), admit_all(), &Limits::default()).expect("server");
     let restarted = endpoint(addr, server, &a).expect("rebind the same address");
-    tracing::info!("DEBUGTMP rebound");
 
     // b sends on the old connection: the new process answers with a stateless reset. (A
     // bidirectional stream: peers may open no unidirectional ones, so `open_uni` would wait
@@ -425,7 +418,6 @@ async fn a_restarted_node_resets_a_peers_connection_to_its_old_process() {
         if let Ok((mut stream, _)) = conn.open_bi().await {
             let _ = stream.write_all(&[0u8; 200]).await;
         }
-        tracing::info!("DEBUGTMP open_bi done");
         conn.closed().await
     })
     .await;
