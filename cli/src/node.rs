@@ -344,35 +344,47 @@ fn topology_text(t: &Topology) -> String {
     out
 }
 
-/// Graphviz: sessions as solid (up) or dashed edges, best paths beyond them dotted.
+/// Graphviz: sessions as solid (up) or dashed edges labelled with the peer's role, best
+/// paths beyond them dotted. Built as a petgraph graph (one node per node id, one edge per
+/// pair) and printed with its DOT writer.
 fn topology_dot(t: &Topology) -> String {
-    let mut out = String::from("graph trellis {\n");
-    let mut edges = std::collections::BTreeSet::new();
+    use petgraph::dot::{Config, Dot};
+    use petgraph::graph::{NodeIndex, UnGraph};
+    use std::collections::BTreeMap;
+
+    let mut g: UnGraph<String, String> = UnGraph::new_undirected();
+    let mut index: BTreeMap<String, NodeIndex> = BTreeMap::new();
+    let mut node = |g: &mut UnGraph<String, String>, id: &str| {
+        *index
+            .entry(id.to_owned())
+            .or_insert_with(|| g.add_node(id.to_owned()))
+    };
+    let me = node(&mut g, &t.node_id);
     for p in &t.peers {
         let style = if p.state == "up" { "solid" } else { "dashed" };
-        out.push_str(&format!(
-            "  \"{}\" -- \"{}\" [style={style}, label=\"{}\"];\n",
-            t.node_id, p.node_id, p.role
-        ));
-        edges.insert((t.node_id.clone(), p.node_id.clone()));
+        let peer = node(&mut g, &p.node_id);
+        g.update_edge(
+            me,
+            peer,
+            format!("style={style}, label=\"{}\"", p.role),
+        );
     }
     for path in t.paths.values() {
         let hops = std::iter::once(&t.node_id).chain(path.iter());
         for (a, b) in hops.clone().zip(hops.skip(1)) {
-            let key = if a <= b {
-                (a.clone(), b.clone())
-            } else {
-                (b.clone(), a.clone())
-            };
-            if edges.contains(&key) || edges.contains(&(key.1.clone(), key.0.clone())) {
-                continue;
+            let (a, b) = (node(&mut g, a), node(&mut g, b));
+            if g.find_edge(a, b).is_none() {
+                g.add_edge(a, b, "style=dotted".to_owned());
             }
-            out.push_str(&format!("  \"{a}\" -- \"{b}\" [style=dotted];\n"));
-            edges.insert(key);
         }
     }
-    out.push_str("}\n");
-    out
+    let dot = Dot::with_attr_getters(
+        &g,
+        &[Config::EdgeNoLabel, Config::NodeNoLabel],
+        &|_, e| e.weight().clone(),
+        &|_, (_, id)| format!("label=\"{id}\""),
+    );
+    format!("{dot:?}")
 }
 
 pub fn reload(ctx: &Context) -> Result<(), Failure> {

@@ -103,26 +103,20 @@ pub fn service_of(sim: &Sim, i: usize) -> ServiceName {
     ServiceName::new(&format!("svc-{i}.{}", id.org_str())).expect("generated service name is valid")
 }
 
-/// Connected components of the alive nodes over the links that are up.
+/// Connected components of the alive nodes over the links that are up: each alive
+/// node's component label (`usize::MAX` for a dead node).
 fn components(sim: &Sim) -> Vec<usize> {
     let n = sim.ids().len();
-    let mut comp = vec![usize::MAX; n];
-    for start in 0..n {
-        if comp[start] != usize::MAX || !sim.alive(start) {
-            continue;
-        }
-        let mut stack = vec![start];
-        comp[start] = start;
-        while let Some(x) = stack.pop() {
-            for (y, c) in comp.iter_mut().enumerate() {
-                if *c == usize::MAX && sim.link_up(x, y) {
-                    *c = start;
-                    stack.push(y);
-                }
-            }
+    let mut sets = petgraph::unionfind::UnionFind::<usize>::new(n);
+    for x in (0..n).filter(|&x| sim.alive(x)) {
+        for y in (x + 1..n).filter(|&y| sim.alive(y) && (sim.link_up(x, y) || sim.link_up(y, x))) {
+            sets.union(x, y);
         }
     }
-    comp
+    let labels = sets.into_labeling();
+    (0..n)
+        .map(|i| if sim.alive(i) { labels[i] } else { usize::MAX })
+        .collect()
 }
 
 /// Counts, over alive nodes and the services of alive origins in the same

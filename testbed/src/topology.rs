@@ -17,6 +17,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use petgraph::algo::{connected_components, dijkstra};
+use petgraph::graph::{NodeIndex, UnGraph};
 use trellis_routing::{NodeId, Relationship};
 
 use crate::rng::Rng;
@@ -175,26 +177,35 @@ impl Topology {
         Ok(t)
     }
 
+    /// The topology as an undirected graph: node `i` is `NodeIndex::new(i)`, each edge
+    /// carries its link's role.
+    pub fn graph(&self) -> UnGraph<(), Relationship> {
+        let mut g = UnGraph::with_capacity(self.nodes.len(), self.links.len());
+        for _ in &self.nodes {
+            g.add_node(());
+        }
+        for l in &self.links {
+            g.add_edge(NodeIndex::new(l.a), NodeIndex::new(l.b), l.role);
+        }
+        g
+    }
+
     /// Hop distances from `start` (`usize::MAX` where unreachable).
     fn distances(&self, start: usize) -> Vec<usize> {
-        let n = self.nodes.len();
-        let mut adj = vec![Vec::new(); n];
-        for l in &self.links {
-            adj[l.a].push(l.b);
-            adj[l.b].push(l.a);
-        }
-        let mut dist = vec![usize::MAX; n];
-        let mut queue = std::collections::VecDeque::from([start]);
-        dist[start] = 0;
-        while let Some(x) = queue.pop_front() {
-            for &y in &adj[x] {
-                if dist[y] == usize::MAX {
-                    dist[y] = dist[x] + 1;
-                    queue.push_back(y);
-                }
-            }
-        }
-        dist
+        let by_node = dijkstra(&self.graph(), NodeIndex::new(start), None, |_| 1usize);
+        (0..self.nodes.len())
+            .map(|i| {
+                by_node
+                    .get(&NodeIndex::new(i))
+                    .copied()
+                    .unwrap_or(usize::MAX)
+            })
+            .collect()
+    }
+
+    /// Whether every node reaches every other one over the links.
+    pub fn connected(&self) -> bool {
+        self.nodes.is_empty() || connected_components(&self.graph()) == 1
     }
 
     /// A lower bound of the diameter in hops by a double BFS sweep (exact on
@@ -301,24 +312,6 @@ impl Topology {
 mod tests {
     use super::*;
 
-    fn connected(t: &Topology) -> bool {
-        let mut seen = vec![false; t.nodes.len()];
-        let mut stack = vec![0];
-        while let Some(x) = stack.pop() {
-            if std::mem::replace(&mut seen[x], true) {
-                continue;
-            }
-            for l in &t.links {
-                if l.a == x {
-                    stack.push(l.b);
-                } else if l.b == x {
-                    stack.push(l.a);
-                }
-            }
-        }
-        seen.iter().all(|s| *s)
-    }
-
     #[test]
     fn every_generated_topology_is_connected() {
         for shape in [
@@ -333,7 +326,7 @@ mod tests {
             for n in [3, 7, 30] {
                 let t = Topology::generate(shape.parse().unwrap(), n, 3, 9).unwrap();
                 assert_eq!(t.nodes.len(), n);
-                assert!(connected(&t), "{shape} with {n} nodes");
+                assert!(t.connected(), "{shape} with {n} nodes");
             }
         }
     }

@@ -320,18 +320,14 @@ pub fn resolve(arg: &str, nodes: usize, orgs: usize, seed: u64) -> Result<Topolo
 
 /// Which nodes node 0 reaches over the links.
 fn reachable(t: &Topology) -> Vec<bool> {
-    let mut adj = vec![Vec::new(); t.nodes.len()];
-    for l in &t.links {
-        adj[l.a].push(l.b);
-        adj[l.b].push(l.a);
-    }
     let mut seen = vec![false; t.nodes.len()];
-    let mut stack = vec![0];
-    while let Some(x) = stack.pop() {
-        if std::mem::replace(&mut seen[x], true) {
-            continue;
-        }
-        stack.extend(adj[x].iter().copied().filter(|y| !seen[*y]));
+    if t.nodes.is_empty() {
+        return seen;
+    }
+    let g = t.graph();
+    let mut dfs = petgraph::visit::Dfs::new(&g, petgraph::graph::NodeIndex::new(0));
+    while let Some(x) = dfs.next(&g) {
+        seen[x.index()] = true;
     }
     seen
 }

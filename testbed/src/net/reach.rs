@@ -10,10 +10,14 @@
 //! enters an org already on its path, its origin's org included (loop prevention), so an
 //! org cut in two by a failure is not rejoined through another org.
 //!
-//! Pure: no IO. The scenarios feed it the nodes that run and the links that are not cut.
+//! Pure: no IO. The scenarios feed it the nodes that run and the links that are not cut;
+//! the graph is a petgraph `DiGraph` with both directions of each link, and the search
+//! walks it with the route's export state (phase, orgs on the path).
 
 use std::collections::HashSet;
 
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
 use trellis_routing::Relationship;
 
 use crate::topology::mirror;
@@ -59,11 +63,16 @@ impl Graph<'_> {
         if !self.up.get(origin).copied().unwrap_or(false) {
             return reached;
         }
-        let mut adj: Vec<Vec<(usize, Relationship)>> = vec![Vec::new(); n];
+        // Both directions of every live link; an edge's weight is what its target is to
+        // its source.
+        let mut g: DiGraph<(), Relationship> = DiGraph::with_capacity(n, 2 * self.edges.len());
+        for _ in 0..n {
+            g.add_node(());
+        }
         for e in self.edges {
             if e.a < n && e.b < n && self.up[e.a] && self.up[e.b] {
-                adj[e.a].push((e.b, e.role));
-                adj[e.b].push((e.a, mirror(e.role)));
+                g.add_edge(NodeIndex::new(e.a), NodeIndex::new(e.b), e.role);
+                g.add_edge(NodeIndex::new(e.b), NodeIndex::new(e.a), mirror(e.role));
             }
         }
         // State: (node, phase, orgs on the path). Orgs are few; the path set keeps the
@@ -74,7 +83,8 @@ impl Graph<'_> {
         let mut stack = vec![start];
         while let Some((u, phase, orgs)) = stack.pop() {
             reached[u] = true;
-            for &(v, role) in &adj[u] {
+            for edge in g.edges(NodeIndex::new(u)) {
+                let (v, role) = (edge.target().index(), *edge.weight());
                 let next = if self.org[v] == self.org[u] {
                     Some((phase, orgs.clone()))
                 } else if orgs.contains(&self.org[v]) {
