@@ -363,11 +363,7 @@ fn topology_dot(t: &Topology) -> String {
     for p in &t.peers {
         let style = if p.state == "up" { "solid" } else { "dashed" };
         let peer = node(&mut g, &p.node_id);
-        g.update_edge(
-            me,
-            peer,
-            format!("style={style}, label=\"{}\"", p.role),
-        );
+        g.update_edge(me, peer, format!("style={style}, label=\"{}\"", p.role));
     }
     for path in t.paths.values() {
         let hops = std::iter::once(&t.node_id).chain(path.iter());

@@ -85,10 +85,13 @@ pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
             Ok(())
         }
         "kill-node" => {
-            let w = Watch::start();
+            let mut w = Watch::start();
+            let victim_id = run.cluster.state.nodes[victim].id.clone();
             run.kill_node(victim);
             let (expected, absent) = run.expectations(&[]);
-            settle_phase(
+            let detected = sessions_down(run, &mut w, &[victim_id], (&expected, &absent));
+            run.time("detect", detected);
+            let rerouted = settle_phase(
                 run,
                 w,
                 (&expected, &absent),
@@ -96,6 +99,7 @@ pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
                 "no persistent forwarding loop after the failure",
                 "after the kill",
             );
+            run.time("reroute", rerouted);
             Ok(())
         }
         "restart-node" => {
@@ -195,12 +199,15 @@ fn links_of_node0(run: &Run) -> Result<Vec<(String, String)>, String> {
 
 fn partition_heal(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<(), String> {
     let links = links_of_node0(run)?;
-    let w = Watch::start();
+    let mut w = Watch::start();
     for (a, b) in &links {
         run.cluster.link(a, b).ok_or("no such link")?.cut();
     }
+    let node0 = run.cluster.state.nodes[0].id.clone();
     let (expected, absent) = run.expectations(&[]);
-    settle_phase(
+    let detected = sessions_down(run, &mut w, &[node0], (&expected, &absent));
+    run.time("detect", detected);
+    let rerouted = settle_phase(
         run,
         w,
         (&expected, &absent),
@@ -208,11 +215,12 @@ fn partition_heal(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<()
         "no persistent forwarding loop while partitioned",
         "partitioned",
     );
+    run.time("reroute", rerouted);
     let w = Watch::start();
     for (a, b) in &links {
         run.cluster.link(a, b).ok_or("no such link")?.heal();
     }
-    settle_phase(
+    let healed = settle_phase(
         run,
         w,
         (full, full_absent),
@@ -220,7 +228,41 @@ fn partition_heal(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<()
         "no persistent forwarding loop after healing",
         "after the heal",
     );
+    run.time("heal", healed);
     Ok(())
+}
+
+/// Samples the network (as the settle loop does, so black holes in the meantime count)
+/// until no running node other than `gone` shows a session up with any of `gone`, up to
+/// [`LIMIT`]; returns the time since `w` started: the detection time.
+fn sessions_down(
+    run: &mut Run,
+    w: &mut Watch,
+    gone: &[String],
+    (expected, absent): (&Pairs, &Pairs),
+) -> Option<Duration> {
+    let state = run.cluster.state.clone();
+    let down = || {
+        state
+            .nodes
+            .iter()
+            .filter(|n| n.pid.is_some() && !gone.contains(&n.id))
+            .all(|n| {
+                observe::peers(n).is_some_and(|ps| {
+                    ps.iter()
+                        .all(|p| !gone.contains(&p.node_id) || p.state != "up")
+                })
+            })
+    };
+    while w.elapsed() < LIMIT {
+        if down() {
+            return Some(w.elapsed());
+        }
+        run.sample(w, expected, absent);
+        // Polling, not waiting: the detection time's resolution is about this.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 fn flap(run: &mut Run, full: &Pairs, full_absent: &Pairs) -> Result<(), String> {
@@ -314,6 +356,7 @@ fn revoke(run: &mut Run, victim: usize) -> Result<(), String> {
         })
     });
     let isolated_after = w.elapsed();
+    run.time("revoke", isolated.then_some(isolated_after));
     run.hold(
         "the revoked node is isolated: no session with it stays up",
         isolated,

@@ -46,6 +46,25 @@ pub struct Options {
     pub net: NetOptions,
 }
 
+/// What the link emulator did on one link (both directions).
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkCounters {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+    /// Datagrams delivered (each after the link's delay and jitter).
+    pub forwarded: u64,
+    /// Dropped by random or bursty loss.
+    pub dropped_loss: u64,
+    /// Dropped while the link was cut.
+    pub dropped_cut: u64,
+    /// Dropped because a direction's queue was full (rate cap).
+    pub dropped_queue: u64,
+    /// One-way delay configured at the end, ms.
+    pub delay_ms: f64,
+}
+
 /// One invariant's outcome.
 #[derive(Clone, Debug, Serialize)]
 pub struct Invariant {
@@ -106,6 +125,13 @@ pub struct Report {
     pub rss_kb_mean: u64,
     /// Largest resident memory of a daemon at the end, KiB.
     pub rss_kb_max: u64,
+    /// Named timings, ms: `converge` (first advertisement to the expected state),
+    /// `detect` (the fault to every neighbour showing the session down), `reroute` (the
+    /// fault to the expected state), `heal` (the heal to the expected state), `revoke`
+    /// (the revocation to every session with the node closed).
+    pub timing: std::collections::BTreeMap<String, u64>,
+    /// The link emulator's counters per link, at the end.
+    pub links: Vec<LinkCounters>,
     /// Daemons that ignored SIGTERM at the end and needed SIGKILL (fails the run).
     pub sigkilled: Vec<String>,
     /// The slowest exit of a daemon after SIGTERM at the end, ms.
@@ -208,6 +234,29 @@ fn run_in(
         .filter_map(|n| n.pid)
         .filter_map(super::observe::rss_kb)
         .collect();
+    run.time("converge", converged);
+    let links = run
+        .cluster
+        .hub
+        .lock()
+        .map(|hub| {
+            hub.links()
+                .into_iter()
+                .map(|(a, b, link)| {
+                    let st = link.stats();
+                    LinkCounters {
+                        a,
+                        b,
+                        forwarded: st.forwarded,
+                        dropped_loss: st.dropped_loss,
+                        dropped_cut: st.dropped_cut,
+                        dropped_queue: st.dropped_queue,
+                        delay_ms: link.impairment().delay_ms,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let stopped = run.cluster.stop_all(super::state::TERM_GRACE);
     let hung = stopped.killed;
     run.hold(
@@ -239,6 +288,8 @@ fn run_in(
             rss.iter().sum::<u64>() / rss.len() as u64
         },
         rss_kb_max: rss.iter().copied().max().unwrap_or(0),
+        timing: run.timing,
+        links,
         sigkilled: hung,
         term_exit_ms_max: ms(Some(stopped.slowest)).unwrap_or(0),
         invariants: run.invariants,
@@ -272,6 +323,24 @@ pub fn summary(r: &Report) -> String {
         if !p.persistent_loops.is_empty() {
             out.push_str(&format!("    persistent loops: {:?}\n", p.persistent_loops));
         }
+    }
+    if !r.timing.is_empty() {
+        let t: Vec<String> = r
+            .timing
+            .iter()
+            .map(|(k, v)| format!("{k} {v} ms"))
+            .collect();
+        out.push_str(&format!("  timing: {}\n", t.join(", ")));
+    }
+    for l in r
+        .links
+        .iter()
+        .filter(|l| l.dropped_loss + l.dropped_cut + l.dropped_queue > 0)
+    {
+        out.push_str(&format!(
+            "  link {}–{}: {} forwarded, dropped {} by loss, {} while cut, {} by queue\n",
+            l.a, l.b, l.forwarded, l.dropped_loss, l.dropped_cut, l.dropped_queue
+        ));
     }
     out.push_str(&format!(
         "  every daemon stopped on SIGTERM within {} ms\n",

@@ -96,6 +96,8 @@ pub struct Run {
     pub longest_loop: Duration,
     /// Slowest sampling round (reading every node's table).
     pub slowest_sample: Duration,
+    /// Named timings of the run, ms: `converge`, `detect`, `reroute`, `heal`, `revoke`.
+    pub timing: std::collections::BTreeMap<String, u64>,
     /// Org index of each node.
     org: Vec<usize>,
     /// The graph's links, parallel to `cluster.state.links`.
@@ -128,6 +130,7 @@ impl Run {
             phases: Vec::new(),
             longest_loop: Duration::ZERO,
             slowest_sample: Duration::ZERO,
+            timing: std::collections::BTreeMap::new(),
             org,
             edges,
             batches: HashMap::new(),
@@ -298,6 +301,16 @@ impl Run {
             }
         }
         self.cluster.kill_node(i);
+    }
+
+    /// Records a named timing of the run (`detect`, `reroute`, ...), ms.
+    pub fn time(&mut self, name: &str, took: Option<Duration>) {
+        if let Some(d) = took {
+            self.timing.insert(
+                name.to_owned(),
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            );
+        }
     }
 
     /// Waits (up to [`LIMIT`]) until every running node has its session up with every
