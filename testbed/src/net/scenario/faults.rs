@@ -10,7 +10,7 @@ use super::watch::{Pairs, Run, Watch, LIMIT};
 use crate::net::cluster::wait_until;
 use crate::net::observe;
 
-/// The `flap` scenario's period: each half outlasts the 3 s hold time, so sessions over
+/// The `flap` scenario's period: each half outlasts failure detection (1 s), so sessions over
 /// the flapped links go down and come back.
 pub const FLAP_PERIOD: Duration = Duration::from_secs(8);
 /// How long the `flap` scenario flaps: two periods.
