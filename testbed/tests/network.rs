@@ -252,18 +252,20 @@ fn a_base_port_places_a_testbed_and_a_taken_one_is_refused_with_the_port() {
                 .map(|s| (p, s))
         })
         .expect("a free port to hold");
-    let base = taken.to_string();
-    let up = testbed(&[
-        "up",
-        "--topology",
-        "line",
-        "--nodes",
-        "2",
-        "--dir",
-        d,
-        "--base-port",
-        &base,
-    ]);
+    let up_at = |base: u16| {
+        testbed(&[
+            "up",
+            "--topology",
+            "line",
+            "--nodes",
+            "2",
+            "--dir",
+            d,
+            "--base-port",
+            &base.to_string(),
+        ])
+    };
+    let up = up_at(taken);
     assert_eq!(
         up.status.code(),
         Some(2),
@@ -282,17 +284,7 @@ fn a_base_port_places_a_testbed_and_a_taken_one_is_refused_with_the_port() {
         .map(|k| 24_000 + (std::process::id() % 3_000) as u16 + k * 10)
         .find(|&b| (b..b + 5).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()))
         .expect("a free block of 5 ports");
-    let up = testbed(&[
-        "up",
-        "--topology",
-        "line",
-        "--nodes",
-        "2",
-        "--dir",
-        d,
-        "--base-port",
-        &base.to_string(),
-    ]);
+    let up = up_at(base);
     assert!(
         up.status.success(),
         "{}",

@@ -81,20 +81,20 @@ impl Connections {
         })
     }
 
-    /// Stops accepting and dialing, and waits at most `grace` for the sessions to tell
-    /// their peers why they close (the routing loop has asked them to). Returns `false`
-    /// if the session thread was still running then; it is left behind.
+    /// Stops accepting and dialing, and gives the sessions [`SESSION_DRAIN`] to tell their
+    /// peers why they close (the routing loop has asked them to), `grace` more to end.
+    /// Returns `false` if the session thread was still running then; it is left behind.
     pub(super) async fn stop(self, grace: Duration) -> bool {
         drop(self.shutdown);
         drop(self.accept);
         drop(self.dial);
-        // The thread waits up to SESSION_DRAIN itself; this bound only guards a hang.
-        join_thread(self.sessions, grace + SESSION_DRAIN).await
+        // The thread waits up to SESSION_DRAIN itself; `grace` only guards a hang.
+        join_thread(self.sessions, SESSION_DRAIN + grace).await
     }
 }
 
 /// How long the session thread lets closing sessions finish after shutdown.
-const SESSION_DRAIN: Duration = Duration::from_secs(1);
+const SESSION_DRAIN: Duration = Duration::from_millis(500);
 
 /// A new connection for the session thread.
 struct NewConn {
