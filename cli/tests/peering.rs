@@ -199,9 +199,11 @@ fn a_restarted_node_restores_its_table_from_sqlite_and_peers_again() {
     ]);
     wait_for("books.acme at B", || nodes[1].route("books.acme"));
 
-    // kill -9 B, and keep A away so B cannot relearn the route before we look.
-    nodes[0].kill();
+    // kill -9 B first (had A died first, B would have noticed within its 1 s detection
+    // and rightly withdrawn A's routes), then keep A away so B cannot relearn the route
+    // before we look.
     nodes[1].kill();
+    nodes[0].kill();
     nodes[1].start();
     let restored = nodes[1].json(&["routes", "show", "books.acme"]);
     let path = &restored["paths"][0];
