@@ -299,17 +299,20 @@ impl Node {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill {signal} {}", child.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for the node") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+        // The exit is the event: a thread waits for it; 20 s only bound a hang.
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(status) => status.expect("wait for the node"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 panic!("{} still running 20 s after kill {signal}", self.id);
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -487,27 +487,37 @@ impl Cluster {
     /// to `limit` for them to exit, and SIGKILLs the rest. Returns the names of those
     /// that needed SIGKILL: a daemon that ignores SIGTERM is a failure, not a detail.
     pub fn stop_all(&mut self, limit: Duration) -> Stopped {
-        let mut children: Vec<(String, Child)> = self.children.drain().collect();
+        let children: Vec<(String, Child)> = self.children.drain().collect();
         for (_, child) in &children {
             super::state::signal("-TERM", child.id());
         }
         let signalled = Instant::now();
-        let deadline = signalled + limit;
-        let mut stopped = Stopped::default();
-        let mut running: Vec<(String, Child)> = std::mem::take(&mut children);
-        while !running.is_empty() && Instant::now() < deadline {
-            running.retain_mut(|(_, child)| match child.try_wait() {
-                Ok(None) => true,
-                Ok(Some(_)) | Err(_) => {
-                    stopped.slowest = signalled.elapsed();
-                    false
-                }
+        // One waiter thread per daemon reports its exit: the exits are the events.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut pending: HashMap<String, u32> = HashMap::new();
+        for (name, mut child) in children {
+            pending.insert(name.clone(), child.id());
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = child.wait();
+                let _ = tx.send(name);
             });
-            std::thread::sleep(Duration::from_millis(5));
         }
-        for (name, mut child) in running {
-            let _ = child.kill();
-            let _ = child.wait();
+        drop(tx);
+        let mut stopped = Stopped::default();
+        while !pending.is_empty() {
+            let left = limit.saturating_sub(signalled.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(name) => {
+                    pending.remove(&name);
+                    stopped.slowest = signalled.elapsed();
+                }
+                Err(_) => break,
+            }
+        }
+        for (name, pid) in pending {
+            // The waiter thread reaps it once it is gone.
+            super::state::signal("-KILL", pid);
             stopped.killed.push(name);
         }
         for n in &mut self.state.nodes {
