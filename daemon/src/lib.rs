@@ -10,6 +10,7 @@ pub mod admin;
 pub mod authority;
 pub mod cli;
 pub mod codec;
+pub mod dataplane;
 pub mod enroll;
 pub mod node;
 pub mod pki;

@@ -124,6 +124,21 @@ pub enum Request {
     },
     /// Node: this node, its peers and the sessions between them.
     Topology,
+    /// Node: open a local TCP listener whose connections are carried to a service
+    /// (kept across restarts).
+    ConnectAdd {
+        /// The service.
+        service: String,
+        /// Local address to listen on, HOST:PORT.
+        listen: String,
+    },
+    /// Node: the connect listeners with their counters.
+    ConnectList,
+    /// Node: close connect listeners by listen address or by service.
+    ConnectRemove {
+        /// A listen address or a service name.
+        target: String,
+    },
     /// Node: re-read the config file and the peering files; apply peer changes.
     Reload,
     /// Authority: set which names a node of the org (or `*`, every node) may originate;

@@ -150,3 +150,29 @@ pub struct ReloadReport {
     /// Settings that changed in the file but take effect only after a restart.
     pub restart_needed: Vec<String>,
 }
+
+/// A `trellis connect` listener and what went through it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectInfo {
+    /// The service connected to.
+    pub service: String,
+    /// The local TCP address listened on.
+    pub listen: String,
+    /// Whether the address is bound (a restored listener whose address is taken retries).
+    pub listening: bool,
+    /// The next hop new connections take now (`local ENDPOINT` when this node
+    /// originates the service); `None`: no route, connections are refused.
+    pub next_hop: Option<String>,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections accepted since the daemon started.
+    pub connections: u64,
+    /// Connections refused (here or by a hop on the path).
+    pub refused: u64,
+    /// Bytes from clients toward the service.
+    pub bytes_sent: u64,
+    /// Bytes from the service toward clients.
+    pub bytes_received: u64,
+    /// The last refusal or reset, with its reason.
+    pub last_error: Option<String>,
+}

@@ -18,6 +18,7 @@ use super::routing_loop::{Command, PeerSpec};
 use super::view::View;
 use super::{NodeStore, Paths};
 use crate::admin::{ApiError, AuditEvent, ErrorKind, Request, SnapshotInfo, Topology};
+use crate::dataplane::Dataplane;
 use crate::util::hex;
 
 /// How long a command may wait for the routing loop.
@@ -35,18 +36,55 @@ pub async fn serve(
     commands: mpsc::Sender<Command>,
     paths: Paths,
     reloader: Arc<Reloader>,
+    dataplane: Arc<Dataplane>,
 ) {
     crate::admin::server::serve(listener, move |request| {
         let (view, commands, paths) = (view.clone(), commands.clone(), paths.clone());
-        let reloader = reloader.clone();
+        let (reloader, dataplane) = (reloader.clone(), dataplane.clone());
         async move {
-            if request == Request::Reload {
-                return json(&reloader.reload().await?);
+            match request {
+                Request::Reload => return json(&reloader.reload().await?),
+                Request::ConnectAdd { .. }
+                | Request::ConnectList
+                | Request::ConnectRemove { .. } => return connect(request, &dataplane).await,
+                _ => {}
             }
             dispatch(request, &view, &commands, &paths).await
         }
     })
     .await;
+}
+
+/// `connect add|list|remove`.
+async fn connect(request: Request, dataplane: &Dataplane) -> Result<serde_json::Value, ApiError> {
+    match request {
+        Request::ConnectAdd {
+            service: name,
+            listen,
+        } => {
+            let service = service(&name)?;
+            let listen: std::net::SocketAddr = listen
+                .parse()
+                .map_err(|_| bad(format!("listen address {listen:?} is not HOST:PORT")))?;
+            json(&dataplane.connect(service, listen).await.map_err(|e| {
+                let kind = if e.starts_with("not kept") {
+                    ErrorKind::Internal
+                } else if e.contains("already") {
+                    ErrorKind::Conflict
+                } else {
+                    ErrorKind::BadRequest
+                };
+                ApiError::new(kind, e)
+            })?)
+        }
+        Request::ConnectRemove { target } => json(
+            &dataplane
+                .remove(&target)
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::NotFound, e))?,
+        ),
+        _ => json(&dataplane.list()),
+    }
 }
 
 fn bad(message: impl Into<String>) -> ApiError {

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use trellis_routing::{NodeId, OrgId};
 
+mod dataplane;
 mod source;
 
 pub use source::{parse_duration, ConfigError};
@@ -213,6 +214,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Static peers inside the own org.
     pub peers: Vec<StaticPeer>,
+    /// The data plane's limits and allow rules.
+    pub dataplane: crate::dataplane::Settings,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +229,8 @@ struct RawNode {
     limits: RawLimits,
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
+    #[serde(default)]
+    dataplane: dataplane::RawDataplane,
 }
 
 #[derive(Default, Deserialize)]
@@ -274,6 +279,7 @@ impl NodeConfig {
             timers: Timers::default(),
             limits: Limits::default(),
             peers: Vec::new(),
+            dataplane: crate::dataplane::Settings::default(),
         }
     }
 
@@ -337,12 +343,14 @@ impl NodeConfig {
                 detection: peer_detection(&src, p, &timers)?,
             });
         }
+        let dataplane = dataplane::dataplane(&src, &raw.dataplane)?;
         Ok(Self {
             listen,
             peering_dir,
             timers,
             limits,
             peers,
+            dataplane,
         })
     }
 

@@ -13,6 +13,7 @@ use trellis_policy::TrustSnapshot;
 pub mod admin_server;
 pub mod config;
 mod connections;
+mod fib;
 mod holdoff;
 pub mod peering;
 pub mod reload;

@@ -119,6 +119,9 @@ fn restart_needed(old: &NodeConfig, new: &NodeConfig) -> Vec<String> {
     if old.limits != new.limits {
         out.push("limits".into());
     }
+    if old.dataplane != new.dataplane {
+        out.push("dataplane".into());
+    }
     out
 }
 

@@ -214,7 +214,11 @@ pub async fn run(
     let limits = transport::Limits {
         idle_timeout: config.timers.detection_time(),
         keep_alive: config.timers.detect_interval,
-        ..transport::Limits::default()
+        max_bidi_streams: config.dataplane.quic_streams(),
+        stream_window: config.dataplane.stream_window,
+        connection_window: config
+            .dataplane
+            .connection_window(transport::Limits::default().connection_window),
     };
     let admit_set = admitted.clone();
     let admit: transport::Admit = Arc::new(move |node: &NodeId| {
@@ -242,8 +246,25 @@ pub async fn run(
         ))
     })?;
 
-    // Sessions, the accept loop and the dialers.
+    // The data plane: streams ride the sessions' connections.
     let shutdown = CancellationToken::new();
+    let table = Arc::new(super::fib::NodeTable {
+        view: view.clone(),
+        trust: trust.clone(),
+    });
+    let dataplane = Arc::new(crate::dataplane::Dataplane::new(
+        local_id.clone(),
+        config.dataplane.clone(),
+        table,
+        paths.db(),
+        shutdown.clone(),
+    ));
+    for (name, counter) in dataplane.counters() {
+        view.add_counter(&name, counter);
+    }
+    dataplane.restore();
+
+    // Sessions, the accept loop and the dialers.
     let (event_tx, event_rx) = mpsc::channel::<Event>(1024);
     let session_cfg = SessionConfig {
         local: local_id.clone(),
@@ -255,6 +276,7 @@ pub async fn run(
         queue: 4096,
         max_in_flight: 16,
         open_timeout: Duration::from_secs(10),
+        links: Some(dataplane.links()),
     };
     let identity = Arc::new(RwLock::new(identity));
     let dialing = Dialing {
@@ -303,6 +325,7 @@ pub async fn run(
         cmd_tx.clone(),
         paths.clone(),
         reloader.clone(),
+        dataplane.clone(),
     ));
     let hup_task = OwnedTask::spawn(super::reload::on_sighup(reloader));
     let renewal = Renewal {
@@ -347,6 +370,7 @@ pub async fn run(
         }
     }
     drop((admin_task, hup_task, refresh_task, subscription_task));
+    dataplane.stop();
     if !connections.stop(Duration::from_millis(250)).await {
         tracing::warn!("sessions still running at shutdown; left behind");
     }

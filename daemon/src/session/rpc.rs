@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub max_in_flight: usize,
     /// Time allowed for the stream and both `open` calls.
     pub open_timeout: Duration,
+    /// Where the connection goes once the session is up, for data-plane streams.
+    pub links: Option<crate::dataplane::Links>,
 }
 
 /// Most inbound calls a peer may have waiting at once (a well-behaved peer has at most
@@ -443,6 +445,8 @@ pub async fn run(
         }
     };
 
+    // The routing session goes before data-plane streams on the same connection.
+    let _ = send.set_priority(1);
     let (tx, mut outq) = mpsc::channel(cfg.queue);
     let kill = Arc::new(KillSwitch::default());
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -549,6 +553,10 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(1), req.send().promise).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), disconnector).await;
+    if let Some(links) = &cfg.links {
+        links.down(&peer, conn_id);
+    }
+    // Closing the connection resets every data-plane stream still on it.
     close_conn(&conn, reason, &message);
     tracing::info!(peer = peer.as_str(), reason = reason_name(reason), detail = %message, "session closed");
     let _ = events
@@ -688,6 +696,10 @@ async fn session_loop(
         (0, _) | (_, 0) => None,
         (a, b) => Some(Duration::from_secs(a.min(b))),
     };
+    // Before the loop hears of it: once `peers list` says up, streams can use the link.
+    if let Some(links) = &cfg.links {
+        links.up(peer, conn_id, conn.clone());
+    }
     if events
         .send(Event::Up {
             peer: peer.clone(),

@@ -1,0 +1,36 @@
+//! What the data plane reads from the node: the best route of a service (from the read
+//! model the routing loop keeps current) and revocations (from the trust store).
+
+use std::sync::Arc;
+
+use trellis_routing::{NodeId, ServiceName};
+
+use super::trust::TrustStore;
+use super::view::View;
+use crate::dataplane::{Hop, Table};
+
+/// The node's table as the data plane sees it.
+pub(super) struct NodeTable {
+    pub view: Arc<View>,
+    pub trust: Arc<TrustStore>,
+}
+
+impl Table for NodeTable {
+    fn resolve(&self, service: &ServiceName) -> Option<Hop> {
+        let state = self.view.read();
+        let route = service.lookup_keys().find_map(|k| state.routes.get(&k))?;
+        match &route.next_hop {
+            Some(next) => NodeId::new(next).ok().map(Hop::Via),
+            // Only concrete names are originated with an endpoint.
+            None => route
+                .endpoint
+                .as_deref()
+                .and_then(|e| e.parse().ok())
+                .map(Hop::Local),
+        }
+    }
+
+    fn revoked(&self, node: &NodeId) -> bool {
+        self.trust.is_revoked(node, &[])
+    }
+}
