@@ -6,6 +6,7 @@
 //! authority is not reachable; 4 timed out; 5 security check failed; 6 local failure.
 
 mod authority;
+mod connect;
 mod local;
 mod names;
 mod node;
@@ -67,6 +68,9 @@ enum Command {
     /// A node's routes.
     #[command(subcommand)]
     Routes(node::Routes),
+    /// Carry local TCP connections to a service over the mesh (`connect NAME --listen
+    /// ADDR`); `connect list`, `connect remove`.
+    Connect(connect::Connect),
     /// A node and its sessions, as text or Graphviz DOT.
     Topology {
         /// Output format.
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
         Command::Cert(cmd) => local::cert(&ctx, cmd),
         Command::Peers(cmd) => node::peers(&ctx, cmd),
         Command::Routes(cmd) => node::routes(&ctx, cmd),
+        Command::Connect(cmd) => connect::connect(&ctx, cmd),
         Command::Topology { format } => node::topology(&ctx, format),
         Command::Reload => node::reload(&ctx),
     };

@@ -17,47 +17,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Authority, Node, Scratch};
-
-/// An authority for `org` and joined (not started) nodes named `names`.
-fn org_with(scratch: &Scratch, org: &str, names: &[&str]) -> (Authority, Vec<Node>) {
-    let authority = Authority::start(scratch.join(&format!("auth-{org}")), org, &[]);
-    let uses = names.len().to_string();
-    let js = authority.token(&["--auto-approve", "--uses", &uses]);
-    let nodes = names
-        .iter()
-        .map(|n| Node::join(scratch, &authority, org, n, &js))
-        .collect();
-    (authority, nodes)
-}
+use common::{org_with, peering, wait_for, Node, Scratch};
 
 /// Writes `node`'s config: its static peers inside its org and `peering_dir = "peerings"`.
 fn configure(node: &Node, internal: &[&Node]) {
     let peers: Vec<(&str, u16)> = internal.iter().map(|p| (p.id.as_str(), p.port)).collect();
     node.configure(&peers, "peering_dir = \"peerings\"");
-}
-
-/// Writes `<node dir>/peerings/<partner org>.toml` naming `partner` (whose authority is
-/// `partner_ca`) in `role` relative to `node`, with the partner's CA copied next to it.
-fn peering(node: &Node, partner_ca: &Authority, partner: &Node, role: &str) {
-    let org = partner.id.split('/').next().expect("node id has an org");
-    let dir = node.dir.join("peerings");
-    std::fs::create_dir_all(&dir).expect("create the peering dir");
-    let ca = format!("{org}-ca.pem");
-    std::fs::copy(partner_ca.dir.join("ca.crt"), dir.join(&ca)).expect("copy the partner CA");
-    let text = format!(
-        "org = \"{org}\"\nca = \"{ca}\"\nrole = \"{role}\"\n\
-         [[endpoint]]\naddress = \"127.0.0.1:{}\"\nnode_id = \"{}\"\n",
-        partner.port, partner.id
-    );
-    write(&dir.join(format!("{org}.toml")), &text);
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 /// The role `node` shows for its session with `peer` in `peers list --json`.

@@ -9,19 +9,7 @@
 
 mod common;
 
-use common::{trellis, wait_for, Authority, Node, Scratch};
-
-/// An authority for `org` and joined (not started) nodes named `names`.
-fn org_with(scratch: &Scratch, org: &str, names: &[&str]) -> (Authority, Vec<Node>) {
-    let authority = Authority::start(scratch.join(&format!("auth-{org}")), org, &[]);
-    let uses = names.len().to_string();
-    let js = authority.token(&["--auto-approve", "--uses", &uses]);
-    let nodes = names
-        .iter()
-        .map(|n| Node::join(scratch, &authority, org, n, &js))
-        .collect();
-    (authority, nodes)
-}
+use common::{org_with, trellis, wait_for, Authority, Node, Scratch};
 
 fn wire(nodes: &[Node], links: &[(usize, usize)]) {
     for (i, node) in nodes.iter().enumerate() {

@@ -384,3 +384,42 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+/// An authority for `org` and joined (not started) nodes named `names`.
+pub fn org_with(scratch: &Scratch, org: &str, names: &[&str]) -> (Authority, Vec<Node>) {
+    let authority = Authority::start(scratch.join(&format!("auth-{org}")), org, &[]);
+    let uses = names.len().to_string();
+    let js = authority.token(&["--auto-approve", "--uses", &uses]);
+    let nodes = names
+        .iter()
+        .map(|n| Node::join(scratch, &authority, org, n, &js))
+        .collect();
+    (authority, nodes)
+}
+
+/// Writes `<node dir>/peerings/<partner org>.toml` naming `partner` (whose authority is
+/// `partner_ca`) in `role` relative to `node`, with the partner's CA copied next to it.
+pub fn peering(node: &Node, partner_ca: &Authority, partner: &Node, role: &str) {
+    peering_with(node, partner_ca, &[partner], role);
+}
+
+/// As [`peering`], with several endpoints of one partner org.
+pub fn peering_with(node: &Node, partner_ca: &Authority, partners: &[&Node], role: &str) {
+    let org = partners[0]
+        .id
+        .split('/')
+        .next()
+        .expect("node id has an org");
+    let dir = node.dir.join("peerings");
+    std::fs::create_dir_all(&dir).expect("create the peering dir");
+    let ca = format!("{org}-ca.pem");
+    std::fs::copy(partner_ca.dir.join("ca.crt"), dir.join(&ca)).expect("copy the partner CA");
+    let mut text = format!("org = \"{org}\"\nca = \"{ca}\"\nrole = \"{role}\"\n");
+    for partner in partners {
+        text.push_str(&format!(
+            "[[endpoint]]\naddress = \"127.0.0.1:{}\"\nnode_id = \"{}\"\n",
+            partner.port, partner.id
+        ));
+    }
+    std::fs::write(dir.join(format!("{org}.toml")), text).expect("write the peering file");
+}
