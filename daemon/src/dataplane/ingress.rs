@@ -136,7 +136,7 @@ async fn serve(
     let refuse = |reset: Reset, why: String, client: End| {
         engine.refuse(reset, service.as_str(), &why);
         stats.refused.fetch_add(1, Ordering::Relaxed);
-        stats.note_error(format!("{reset}: {why}"));
+        stats.note_error(why.clone());
         client.abort(reset);
     };
     let Some(slot) = take_slot(&stats.active, MAX_CONNECTIONS_PER_LISTENER) else {
@@ -160,7 +160,7 @@ async fn serve(
         backward: vec![stats.received.clone()],
     };
     if let Some(abort) = super::forward::carry(&engine, header, client, None, meters, slot).await {
-        stats.note_error(format!("{}: {}", abort.reset, abort.detail));
+        stats.note_error(abort.detail.clone());
         if abort.reset.is_refusal() {
             stats.refused.fetch_add(1, Ordering::Relaxed);
         }

@@ -294,6 +294,7 @@ pub fn endpoint(
 ) -> Result<quinn::Endpoint, TransportError> {
     let io = |e: std::io::Error| TransportError::Io(format!("cannot listen on {listen}: {e}"));
     let socket = std::net::UdpSocket::bind(listen).map_err(io)?;
+    socket_buffers(&socket);
     let runtime = quinn::default_runtime()
         .ok_or_else(|| TransportError::Io("no async runtime for the QUIC endpoint".into()))?;
     let mut config = quinn::EndpointConfig::new(Arc::new(reset_key(identity)));
@@ -302,6 +303,22 @@ pub fn endpoint(
         Box::new(cid::RandomCids::new()) as Box<dyn quinn::ConnectionIdGenerator>
     });
     quinn::Endpoint::new(config, Some(server), socket, runtime).map_err(io)
+}
+
+/// UDP socket buffers asked for: with the kernel's default (about 208 KiB) a data-plane
+/// burst drops datagrams before quinn reads them (docs/performance.md).
+const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Asks for [`UDP_BUFFER`] each way; the kernel caps it at `net.core.rmem_max` and
+/// `wmem_max`, and a smaller buffer only costs throughput, so a refusal is logged.
+fn socket_buffers(socket: &std::net::UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock
+        .set_recv_buffer_size(UDP_BUFFER)
+        .and_then(|()| sock.set_send_buffer_size(UDP_BUFFER))
+    {
+        tracing::warn!(error = %e, "UDP socket buffers not enlarged");
+    }
 }
 
 /// HMAC key of the stateless-reset tokens: HMAC-SHA256 of the node's private key under a

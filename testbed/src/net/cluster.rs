@@ -83,6 +83,25 @@ impl Timers {
     }
 }
 
+/// The data plane's allow rules of a testbed node: its own org may reach everything, and
+/// every org of the network may reach the services of the node's org (an open federation;
+/// docs/testbed.md).
+fn allow_rules(org: &str, orgs: &[String]) -> String {
+    let mut text = format!("[[dataplane.allow]]\nservices = [\"*\"]\nfrom = [\"{org}\"]\n");
+    let others: Vec<String> = orgs
+        .iter()
+        .filter(|o| o.as_str() != org)
+        .map(|o| format!("\"{o}\""))
+        .collect();
+    if !others.is_empty() {
+        text.push_str(&format!(
+            "[[dataplane.allow]]\nservices = [\"*.{org}\"]\nfrom = [{}]\n",
+            others.join(", ")
+        ));
+    }
+    text
+}
+
 fn role_name(role: Relationship) -> &'static str {
     match role {
         Relationship::Customer => "customer",
@@ -393,6 +412,7 @@ impl Cluster {
                     entry.1.push((relay, other_id.clone()));
                 }
             }
+            text.push_str(&allow_rules(org, &topo.orgs));
             let peerings = node.dir.join("peerings");
             fs::create_dir_all(&peerings).map_err(|e| format!("{}: {e}", peerings.display()))?;
             for (partner, (role, endpoints)) in partners {

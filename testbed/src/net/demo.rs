@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use trellis_daemon::admin::{client, Request, RouteInfo};
+use trellis_daemon::admin::{client, ConnectInfo, Request, RouteInfo};
 
 use super::cluster::{wait_until, Cluster, NetOptions};
 use super::observe;
-use super::state::{stop_recorded, State};
+use super::state::{stop_recorded, NodeState, State};
+use super::traffic::{free_tcp_port, get_once, http_backend, Client};
 use crate::topology_file::parse;
 
 /// The demo's network (also `testbed/topologies/three-orgs.toml`).
@@ -66,6 +67,85 @@ fn clean_up_on_ctrl_c(dir: PathBuf) {
     });
 }
 
+fn connect_list(node: &NodeState) -> Option<Vec<ConnectInfo>> {
+    client::call_as(&observe::socket(node), &Request::ConnectList).ok()
+}
+
+/// `trellis connect SERVICE --listen 127.0.0.1:PORT` at `node`, one request through it,
+/// and a connection left open; returns the port and the open connection.
+fn first_traffic(p: &Progress, node: &NodeState, service: &str) -> Result<(u16, Client), String> {
+    let listen = free_tcp_port()?;
+    let _: ConnectInfo = client::call_as(
+        &observe::socket(node),
+        &Request::ConnectAdd {
+            service: service.to_owned(),
+            listen: format!("127.0.0.1:{listen}"),
+        },
+    )
+    .map_err(|e| format!("connect {service}: {e}"))?;
+    p.say(&format!(
+        "trellis connect {service} --listen 127.0.0.1:{listen} at {}",
+        node.id
+    ));
+    let mut held = Client::connect(listen)?;
+    let body = held
+        .get()
+        .map_err(|e| format!("GET through the connect listener: {e}"))?;
+    let hop = connect_list(node)
+        .and_then(|l| l.into_iter().next())
+        .and_then(|c| c.next_hop)
+        .unwrap_or_default();
+    p.say(&format!(
+        "GET http://127.0.0.1:{listen}/ → {body:?} (hop by hop over QUIC, first hop {hop}); the connection stays open"
+    ));
+    Ok((listen, held))
+}
+
+/// One request on a new connection through `listen`, with the next hop it took.
+fn traffic(
+    p: &Progress,
+    node: &NodeState,
+    service: &str,
+    listen: u16,
+    what: &str,
+) -> Result<(), String> {
+    let body = get_once(listen).map_err(|e| format!("{what} to {service} failed: {e}"))?;
+    let hop = connect_list(node)
+        .and_then(|l| l.into_iter().next())
+        .and_then(|c| c.next_hop)
+        .unwrap_or_default();
+    p.say(&format!("{what} reaches {service} via {hop}: {body:?}"));
+    Ok(())
+}
+
+/// Revokes `id` at the authority in `auth_dir`.
+fn revoke(auth_dir: &std::path::Path, id: &str) -> Result<(), String> {
+    let _: serde_json::Value = client::call(
+        &auth_dir.join("admin.sock"),
+        &Request::NodesRevoke {
+            node_id: id.to_owned(),
+            reason: "demo".into(),
+        },
+    )
+    .map_err(|e| format!("revoke {id}: {e}"))?;
+    Ok(())
+}
+
+/// Waits until no node keeps a session with `id`.
+fn wait_cut_off(state: &State, id: &str) -> Result<(), String> {
+    let isolated = wait_until(Duration::from_secs(30), || {
+        state.nodes.iter().filter(|n| n.id != id).all(|n| {
+            observe::peers(n)
+                .is_some_and(|ps| ps.iter().all(|p| p.node_id != id || p.state != "up"))
+        })
+    });
+    if isolated {
+        Ok(())
+    } else {
+        Err(format!("{id} was not cut off within 30 s"))
+    }
+}
+
 /// Runs the demo; `Err` with a one-line reason when something did not happen.
 pub fn run() -> Result<(), String> {
     let p = Progress {
@@ -108,16 +188,20 @@ fn demo(
             continue;
         };
         let service = format!("web.{org}");
+        let backend = http_backend(format!("hello from {service} at {}", state.nodes[i].id))?;
         client::call(
             &observe::socket(&state.nodes[i]),
             &Request::RoutesAdvertise {
                 service: service.clone(),
-                endpoint: "127.0.0.1:8080".into(),
+                endpoint: format!("127.0.0.1:{backend}"),
                 protocol: "http".into(),
             },
         )
         .map_err(|e| format!("advertise {service}: {e}"))?;
-        p.say(&format!("{} advertises {service}", state.nodes[i].id));
+        p.say(&format!(
+            "{} advertises {service} (an HTTP backend on 127.0.0.1:{backend})",
+            state.nodes[i].id
+        ));
         services.push(service);
     }
     p.say(
@@ -149,6 +233,7 @@ fn demo(
         .as_ref()
         .and_then(|r| r.next_hop.clone())
         .ok_or("no route to cut")?;
+    let (listen, mut held) = first_traffic(p, &state.nodes[watch], &target)?;
     p.say(&format!(
         "cutting the link {} — {next} in the emulator",
         state.nodes[watch].id
@@ -181,6 +266,14 @@ fn demo(
             ))
         }
     }
+    match held.get() {
+        Err(e) => p.say(&format!(
+            "the connection that was open through {next} was reset ({e})"
+        )),
+        Ok(body) => p.say(&format!("the open connection still answered: {body:?}")),
+    }
+    held.close();
+    traffic(p, &state.nodes[watch], &target, listen, "a new connection")?;
     cluster
         .link(&state.nodes[watch].id, &next)
         .ok_or("no such link")?
@@ -196,26 +289,11 @@ fn demo(
         .iter()
         .find(|a| a.org == org)
         .ok_or("no authority")?;
-    client::call(
-        &auth.dir.join("admin.sock"),
-        &Request::NodesRevoke {
-            node_id: id.clone(),
-            reason: "demo".into(),
-        },
-    )
-    .map_err(|e| format!("revoke: {e}"))?;
+    revoke(&auth.dir, &id)?;
     p.say(&format!(
         "revoked {id} at the {org} authority; waiting for its peers to close their sessions..."
     ));
-    let isolated = wait_until(Duration::from_secs(30), || {
-        state.nodes.iter().filter(|n| n.id != id).all(|n| {
-            observe::peers(n)
-                .is_some_and(|ps| ps.iter().all(|p| p.node_id != id || p.state != "up"))
-        })
-    });
-    if !isolated {
-        return Err(format!("{id} was not cut off within 30 s"));
-    }
+    wait_cut_off(&state, &id)?;
     p.say(&format!("{id} is cut off: no node keeps a session with it"));
     // No best path may still lead through it: no next hop, no path hop.
     let mut through = Vec::new();
@@ -247,6 +325,50 @@ fn demo(
         state.nodes[watch].id,
         table(&routes)
     );
+    traffic(
+        p,
+        &state.nodes[watch],
+        &target,
+        listen,
+        "traffic around the revoked node",
+    )?;
+
+    // Revoke the client's own node: its peers cut it off and its connections are refused.
+    let client_id = state.nodes[watch].id.clone();
+    let client_org = client_id.split('/').next().unwrap_or_default().to_owned();
+    let client_auth = state
+        .authorities
+        .iter()
+        .find(|a| a.org == client_org)
+        .ok_or("no authority")?;
+    revoke(&client_auth.dir, &client_id)?;
+    p.say(&format!(
+        "revoked {client_id}, the node the client connects through, at the {client_org} authority"
+    ));
+    wait_cut_off(&state, &client_id)?;
+    let mut last = String::new();
+    let refused = wait_until(Duration::from_secs(30), || match get_once(listen) {
+        Ok(body) => {
+            last = body;
+            false
+        }
+        Err(e) => {
+            last = e;
+            true
+        }
+    });
+    if !refused {
+        return Err(format!(
+            "{client_id} still carried a connection 30 s after its revocation: {last:?}"
+        ));
+    }
+    p.say(&format!(
+        "a new connection through {client_id} is refused ({last}); its connect list says: {}",
+        connect_list(&state.nodes[watch])
+            .and_then(|l| l.into_iter().next())
+            .and_then(|c| c.last_error)
+            .unwrap_or_default()
+    ));
     p.say("stopping every daemon with SIGTERM");
     let hung = cluster.stop_all(super::state::TERM_GRACE).killed;
     if !hung.is_empty() {

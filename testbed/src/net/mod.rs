@@ -9,3 +9,4 @@ pub mod observe;
 pub mod reach;
 pub mod scenario;
 pub mod state;
+pub mod traffic;
