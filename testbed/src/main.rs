@@ -93,6 +93,24 @@ enum Cmd {
     },
     /// Three orgs, nine nodes: converge, reroute around a cut link, cut off a revoked node.
     Demo,
+    /// Benchmarks with real daemons; `dataplane`: one TCP connection through 1 and 3 hops
+    /// against direct TCP, side by side (docs/performance.md).
+    Bench {
+        /// What to measure: dataplane.
+        what: String,
+        /// Bytes per bulk transfer (MiB).
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Bulk transfers per path (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Round trips and new connections per path.
+        #[arg(long, default_value_t = 2000)]
+        rounds: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// (internal) Serve the link emulator of a network started by `up`.
     #[command(hide = true)]
     Emulate {
@@ -123,6 +141,7 @@ impl NetArgs {
         NetOptions {
             timers: self.timers,
             base_port: self.base_port,
+            direct: false,
         }
     }
 }
@@ -393,6 +412,29 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::Bench {
+            what,
+            mib,
+            runs,
+            rounds,
+            json,
+        } => {
+            if what != "dataplane" {
+                bail!("bench {what:?}: the benchmarks are: dataplane");
+            }
+            let report = trellis_testbed::net::bench::run(&trellis_testbed::net::bench::Options {
+                bytes: mib << 20,
+                runs: runs.max(1),
+                rounds: rounds.max(1),
+            })
+            .map_err(msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", trellis_testbed::net::bench::summary(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo => {
             demo::run().map_err(msg)?;

@@ -51,6 +51,9 @@ pub struct NetOptions {
     /// The first of the network's ports (`None`: free ports in
     /// [`super::state::TESTBED_PORTS`]).
     pub base_port: Option<u16>,
+    /// Peers dial each other directly, not through the link emulator (benchmarks: the
+    /// emulator is a userspace relay that would cost CPU on every hop).
+    pub direct: bool,
 }
 
 impl std::str::FromStr for Timers {
@@ -117,6 +120,8 @@ pub struct Cluster {
     pub state: State,
     /// Timers in the node configs.
     pub timers: Timers,
+    /// Peers dial each other's own port (no emulator).
+    direct: bool,
     exe: PathBuf,
     children: HashMap<String, Child>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -190,6 +195,7 @@ impl Cluster {
                 emulator_pid: None,
             },
             timers,
+            direct: net.direct,
             exe,
             children: HashMap::new(),
             runtime: None,
@@ -392,6 +398,11 @@ impl Cluster {
                     (link.a, link.relay_ba, mirror(spec.role))
                 } else {
                     continue;
+                };
+                let relay = if self.direct {
+                    nodes[other].port
+                } else {
+                    relay
                 };
                 let other_id = &nodes[other].id;
                 let other_org = t.nodes[other].org_str();

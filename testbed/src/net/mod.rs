@@ -1,6 +1,7 @@
 //! Multi-process networks on one machine: orchestration, the link emulator, observation,
 //! fault scenarios and the demo (docs/testbed.md).
 
+pub mod bench;
 pub mod cluster;
 pub mod commands;
 pub mod demo;
