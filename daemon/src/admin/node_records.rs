@@ -83,6 +83,11 @@ pub struct RouteInfo {
     /// `unverified` (only self-consistent: no CA for the origin's org is known here).
     #[serde(default)]
     pub origin_check: String,
+    /// How the route entered this org: `internal` (originated in it), `customer`, `peer`
+    /// or `provider`; decides to which peers it is announced, and so for which peers
+    /// this node carries traffic to the service (valley-free).
+    #[serde(default)]
+    pub learned_from: String,
 }
 
 /// One path of a service (`routes show`).

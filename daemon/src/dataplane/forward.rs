@@ -8,10 +8,11 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use trellis_routing::NodeId;
 
+use super::decide::{self, Leg, Refusal};
 use super::relay::{self, Abort, Bounds, End, Meters};
 use super::stats::{take_slot, Slot};
 use super::wire::{Reset, StreamHeader};
-use super::{Engine, Hop};
+use super::Engine;
 
 /// A stream `peer` opened on its connection to this node.
 pub(super) async fn inbound(
@@ -78,9 +79,6 @@ pub(super) async fn inbound(
     )
     .await;
 }
-
-/// Why [`carry`] did not relay.
-type Refusal = (Reset, String);
 
 /// Sets up the next leg for `header` and relays `upstream` over it. `from` is the peer the
 /// stream came from (`None` at the ingress); `meters` are extra counters (the listener's).
@@ -151,13 +149,25 @@ async fn next_leg(
     if engine.shutdown.is_cancelled() {
         return Err((Reset::ShuttingDown, "node shutting down".into()));
     }
-    let service = &header.service;
-    match engine.table.resolve(service) {
-        None => Err((Reset::NoRoute, format!("no route to {service}"))),
-        Some(Hop::Local(endpoint)) => {
+    let from = match from {
+        Some(peer) => {
+            let role = engine.table.relationship(peer).ok_or_else(|| {
+                (
+                    Reset::NoTransit,
+                    format!("{peer} is no longer a configured peer"),
+                )
+            })?;
+            Some((peer, role))
+        }
+        None => None,
+    };
+    let route = engine.table.resolve(&header.service);
+    match decide::next_leg(header, from, route, engine.settings.max_hops)? {
+        Leg::Endpoint(endpoint) => {
             if from.is_some() {
                 authorize_origin(engine, header)?;
             }
+            let service = &header.service;
             let connect = TcpStream::connect(endpoint);
             match tokio::time::timeout(engine.settings.connect_timeout, connect).await {
                 Ok(Ok(socket)) => Ok(End::tcp(socket)),
@@ -171,22 +181,7 @@ async fn next_leg(
                 )),
             }
         }
-        Some(Hop::Via(next)) => {
-            if from == Some(&next) {
-                return Err((
-                    Reset::NoRoute,
-                    format!("the route to {service} leads back to {next}"),
-                ));
-            }
-            let hops = header.hops.saturating_add(1);
-            if hops > engine.settings.max_hops {
-                return Err((
-                    Reset::HopLimit,
-                    format!("{hops} hops, the limit is {}", engine.settings.max_hops),
-                ));
-            }
-            open_stream(engine, header, &next, hops).await
-        }
+        Leg::Forward { next, hops } => open_stream(engine, header, &next, hops).await,
     }
 }
 

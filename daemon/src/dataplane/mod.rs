@@ -20,6 +20,7 @@
 //! hop limit, their route and their limits. Every refusal is a reset with a reason
 //! ([`wire::Reset`]), counted and logged.
 
+mod decide;
 mod forward;
 mod ingress;
 mod links;
@@ -37,7 +38,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use trellis_policy::access::AccessRules;
-use trellis_routing::{NodeId, ServiceName};
+use trellis_routing::{NodeId, Relationship, ServiceName};
 
 pub use links::Links;
 
@@ -53,12 +54,23 @@ pub enum Hop {
     Via(NodeId),
 }
 
+/// The best route of a service, as forwarding needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Where it leads.
+    pub hop: Hop,
+    /// How it entered the org (decides to which peers it is announced).
+    pub learned_from: Relationship,
+}
+
 /// What the data plane reads from the rest of the node.
 pub trait Table: Send + Sync + 'static {
-    /// The next hop of the best route for `service` (longest suffix match), if any.
-    fn resolve(&self, service: &ServiceName) -> Option<Hop>;
+    /// The best route for `service` (longest suffix match), if any.
+    fn resolve(&self, service: &ServiceName) -> Option<Route>;
     /// Whether the node is revoked by its org's trust snapshot.
     fn revoked(&self, node: &NodeId) -> bool;
+    /// How a configured peer relates to this node (`Internal` inside the org).
+    fn relationship(&self, peer: &NodeId) -> Option<Relationship>;
 }
 
 /// The `[dataplane]` config section.
@@ -275,7 +287,7 @@ impl Dataplane {
     }
 
     fn info(&self, listen: SocketAddr, l: &ingress::Listener) -> ConnectInfo {
-        let route = match self.engine.table.resolve(&l.service) {
+        let route = match self.engine.table.resolve(&l.service).map(|r| r.hop) {
             Some(Hop::Local(endpoint)) => Some(format!("local {endpoint}")),
             Some(Hop::Via(next)) => Some(next.as_str().to_owned()),
             None => None,

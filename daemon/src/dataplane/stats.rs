@@ -27,6 +27,7 @@ impl Stats {
     pub(super) fn new() -> Self {
         let refusals = [
             Reset::NoRoute,
+            Reset::NoTransit,
             Reset::HopLimit,
             Reset::Unauthorized,
             Reset::EndpointRefused,

@@ -179,11 +179,14 @@ pub enum Reset {
     Aborted = 11,
     /// A peer connection on the path was lost while the stream was open.
     PathLost = 12,
+    /// A hop does not carry this traffic for the peer that sent it: it does not announce
+    /// its route for the service to that peer (valley-free).
+    NoTransit = 13,
 }
 
 impl Reset {
     /// Every code, for counters and docs.
-    pub const ALL: [Reset; 13] = [
+    pub const ALL: [Reset; 14] = [
         Reset::Cancelled,
         Reset::NoRoute,
         Reset::HopLimit,
@@ -197,6 +200,7 @@ impl Reset {
         Reset::ShuttingDown,
         Reset::Aborted,
         Reset::PathLost,
+        Reset::NoTransit,
     ];
 
     /// The code from the wire; unknown codes read as [`Reset::Cancelled`].
@@ -218,6 +222,7 @@ impl Reset {
         matches!(
             self,
             Reset::NoRoute
+                | Reset::NoTransit
                 | Reset::HopLimit
                 | Reset::Unauthorized
                 | Reset::EndpointRefused
@@ -244,6 +249,7 @@ impl Reset {
             Reset::ShuttingDown => "shutting_down",
             Reset::Aborted => "aborted",
             Reset::PathLost => "path_lost",
+            Reset::NoTransit => "no_transit",
         }
     }
 }

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use trellis_routing::{NodeId, ServiceName};
+use trellis_routing::{NodeId, Relationship, ServiceName};
 
 use super::trust::TrustStore;
 use super::view::View;
-use crate::dataplane::{Hop, Table};
+use crate::dataplane::{Hop, Route, Table};
 
 /// The node's table as the data plane sees it.
 pub(super) struct NodeTable {
@@ -16,10 +16,10 @@ pub(super) struct NodeTable {
 }
 
 impl Table for NodeTable {
-    fn resolve(&self, service: &ServiceName) -> Option<Hop> {
+    fn resolve(&self, service: &ServiceName) -> Option<Route> {
         let state = self.view.read();
         let route = service.lookup_keys().find_map(|k| state.routes.get(&k))?;
-        match &route.next_hop {
+        let hop = match &route.next_hop {
             Some(next) => NodeId::new(next).ok().map(Hop::Via),
             // Only concrete names are originated with an endpoint.
             None => route
@@ -27,10 +27,29 @@ impl Table for NodeTable {
                 .as_deref()
                 .and_then(|e| e.parse().ok())
                 .map(Hop::Local),
-        }
+        }?;
+        Some(Route {
+            hop,
+            learned_from: relationship(&route.learned_from)?,
+        })
+    }
+
+    fn relationship(&self, peer: &NodeId) -> Option<Relationship> {
+        let state = self.view.read();
+        relationship(&state.peers.get(peer.as_str())?.role)
     }
 
     fn revoked(&self, node: &NodeId) -> bool {
         self.trust.is_revoked(node, &[])
+    }
+}
+
+fn relationship(name: &str) -> Option<Relationship> {
+    match name {
+        "internal" => Some(Relationship::Internal),
+        "customer" => Some(Relationship::Customer),
+        "peer" => Some(Relationship::Peer),
+        "provider" => Some(Relationship::Provider),
+        _ => None,
     }
 }

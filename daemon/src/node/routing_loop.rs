@@ -454,6 +454,7 @@ impl RoutingLoop {
                     endpoint: if b.next_hop.is_none() { endpoint } else { None },
                     origin_check: origin_check(true, self.router.origin_verified(&b.attrs.origin))
                         .into(),
+                    learned_from: role_name(b.attrs.learned_from).into(),
                 };
                 self.view.write().routes.insert(key, info);
             }
