@@ -192,7 +192,7 @@ fn split(end: &mut End) -> (Reader<'_>, Writer<'_>) {
 fn connection_abort(e: &quinn::ConnectionError) -> Abort {
     match e {
         quinn::ConnectionError::LocallyClosed => {
-            Abort::new(Reset::ShuttingDown, "the peer connection was closed here")
+            Abort::new(Reset::PathLost, "the session with the peer on the path ended")
         }
         other => Abort::new(Reset::PathLost, format!("peer connection lost: {other}")),
     }

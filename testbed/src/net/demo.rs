@@ -346,6 +346,13 @@ fn demo(
         "revoked {client_id}, the node the client connects through, at the {client_org} authority"
     ));
     wait_cut_off(&state, &client_id)?;
+    let unrouted = wait_until(Duration::from_secs(30), || {
+        observe::routes(&state.nodes[watch])
+            .is_some_and(|rs| rs.iter().all(|r| r.service != target))
+    });
+    if !unrouted {
+        return Err(format!("{client_id} kept a route to {target} after its revocation"));
+    }
     let mut last = String::new();
     let refused = wait_until(Duration::from_secs(30), || match get_once(listen) {
         Ok(body) => {
