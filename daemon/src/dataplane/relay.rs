@@ -191,9 +191,10 @@ fn split(end: &mut End) -> (Reader<'_>, Writer<'_>) {
 /// A QUIC connection error as the reset to pass on.
 fn connection_abort(e: &quinn::ConnectionError) -> Abort {
     match e {
-        quinn::ConnectionError::LocallyClosed => {
-            Abort::new(Reset::PathLost, "the session with the peer on the path ended")
-        }
+        quinn::ConnectionError::LocallyClosed => Abort::new(
+            Reset::PathLost,
+            "the session with the peer on the path ended",
+        ),
         other => Abort::new(Reset::PathLost, format!("peer connection lost: {other}")),
     }
 }

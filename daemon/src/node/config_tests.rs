@@ -98,6 +98,16 @@ fn example_node_config_sets_every_key() {
     );
     let c2 = &c.peers[1];
     assert_eq!((c2.max_routes, c2.passive), (100_000, true));
+    let d = &c.dataplane;
+    let defaults = crate::dataplane::Settings::default();
+    assert_eq!(
+        crate::dataplane::Settings {
+            allow: None,
+            ..d.clone()
+        },
+        defaults
+    );
+    assert_eq!(d.allow.as_ref().map(|a| a.rules().len()), Some(2));
 }
 
 #[test]

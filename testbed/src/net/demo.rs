@@ -351,7 +351,9 @@ fn demo(
             .is_some_and(|rs| rs.iter().all(|r| r.service != target))
     });
     if !unrouted {
-        return Err(format!("{client_id} kept a route to {target} after its revocation"));
+        return Err(format!(
+            "{client_id} kept a route to {target} after its revocation"
+        ));
     }
     let mut last = String::new();
     let refused = wait_until(Duration::from_secs(30), || match get_once(listen) {

@@ -110,3 +110,67 @@ fn allow_rule(src: &Source<'_>, raw: &RawAllow) -> Result<AllowRule, ConfigError
             .collect::<Result<_, _>>()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use trellis_routing::{NodeId, OrgId, ServiceName};
+
+    use crate::node::config::NodeConfig;
+
+    fn parse(text: &str) -> Result<NodeConfig, String> {
+        let org = OrgId::new("acme").expect("org");
+        NodeConfig::parse(text, Path::new("trellis.toml"), &org).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_section_sets_limits_and_rules() {
+        let c = parse(
+            "listen = \"127.0.0.1:1\"\n[dataplane]\nmax_streams_per_peer = 4\nidle_timeout = \"30s\"\n\
+             [[dataplane.allow]]\nservices = [\"web.acme\"]\nfrom = [\"globex\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.dataplane.max_streams_per_peer, 4);
+        assert_eq!(c.dataplane.idle_timeout, Duration::from_secs(30));
+        let rules = c.dataplane.allow.expect("rules");
+        let web = ServiceName::new("web.acme").expect("name");
+        assert!(rules
+            .decide(&NodeId::new("globex/g").expect("id"), &web)
+            .allowed());
+        assert!(!rules
+            .decide(&NodeId::new("acme/a").expect("id"), &web)
+            .allowed());
+    }
+
+    #[test]
+    fn no_section_means_defaults_and_an_empty_list_allows_nothing() {
+        let c = parse("listen = \"127.0.0.1:1\"\n").expect("valid");
+        assert_eq!(c.dataplane, crate::dataplane::Settings::default());
+        let none = parse("listen = \"127.0.0.1:1\"\n[dataplane]\nallow = []\n").expect("valid");
+        assert_eq!(none.dataplane.allow.map(|a| a.rules().len()), Some(0));
+    }
+
+    #[test]
+    fn bad_values_are_refused_at_their_place() {
+        let bad = |extra: &str| {
+            parse(&format!("listen = \"127.0.0.1:1\"\n[dataplane]\n{extra}")).expect_err(extra)
+        };
+        assert_eq!(
+            bad("stream_window = 10\n"),
+            "trellis.toml:3:17: stream_window must be in 16384..=16777216, got 10"
+        );
+        assert!(bad("idle_timeout = \"0s\"\n").contains("idle_timeout must be more than 0s"));
+        assert!(bad("max_hops = 300\n").contains("max_hops must be in 1..=255"));
+        assert!(
+            bad("[[dataplane.allow]]\nservices = [\"web.acme\"]\nfrom = [\"Globex\"]\n")
+                .starts_with("trellis.toml:5:")
+        );
+        assert!(
+            bad("[[dataplane.allow]]\nservices = []\nfrom = [\"globex\"]\n")
+                .contains("at least one service")
+        );
+        assert!(bad("unknown = 1\n").contains("unknown"));
+    }
+}
