@@ -304,3 +304,45 @@ fn a_malformed_update_closes_the_session_with_a_reason_and_b_keeps_serving() {
     assert!(b.peer_up("acme/a"));
     assert_books_from_a(b);
 }
+
+/// A stream header from evil (`hops` travelled, `requester` claimed).
+fn header(service: &str, requester: &str, hops: u8) -> Vec<u8> {
+    trellis_daemon::dataplane::wire::StreamHeader {
+        service: rogue_peer::service(service),
+        requester: rogue_peer::node(requester),
+        hops,
+        stream_id: 42,
+    }
+    .encode()
+}
+
+#[test]
+fn bad_data_plane_streams_are_reset_with_their_reason_and_b_keeps_serving() {
+    use trellis_daemon::dataplane::wire::Reset;
+    let s = setup("rogue-streams");
+    let evil = connect_evil(&s);
+    let code = |bytes: Vec<u8>| Reset::from_code(evil.data_stream(bytes).expect("a reset"));
+
+    // Not a stream header at all.
+    assert_eq!(code(b"GET / HTTP/1.1\r\n".to_vec()), Reset::BadHeader);
+    // The first hop must name the peer that sent it.
+    assert_eq!(code(header("books.acme", "acme/a", 1)), Reset::BadHeader);
+    // More hops than B allows (16).
+    assert_eq!(code(header("books.acme", "acme/evil", 17)), Reset::HopLimit);
+    // No route at B.
+    assert_eq!(code(header("nothing.acme", "acme/evil", 1)), Reset::NoRoute);
+    // B forwards to A, whose endpoint (127.0.0.1:8080) does not answer: A's reason comes
+    // back through B unchanged.
+    assert_eq!(
+        code(header("books.acme", "acme/evil", 1)),
+        Reset::EndpointRefused
+    );
+    assert_eq!(counter(&s.b, "dataplane_refused_bad_header"), 2);
+    assert_eq!(counter(&s.b, "dataplane_refused_hop_limit"), 1);
+    assert_eq!(counter(&s.b, "dataplane_refused_no_route"), 1);
+    assert_eq!(counter(&s.a, "dataplane_refused_endpoint_refused"), 1);
+
+    // Resets end streams, not the session; B keeps serving.
+    assert!(s.b.peer_up("acme/evil"), "the session with evil stays up");
+    assert_books_from_a(&s.b);
+}

@@ -20,8 +20,8 @@ const SCHEMAS: [(&str, &str); 2] = [
     ("enrollment.capnp", "src/generated/enrollment_capnp.rs"),
 ];
 
-fn crate_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn crate_dir() -> std::path::PathBuf {
+    manifest_dir()
 }
 
 fn capnp_version() -> Option<String> {
@@ -174,4 +174,13 @@ fn without_compiler_line(code: &[u8]) -> Vec<u8> {
         .flatten()
         .copied()
         .collect()
+}
+
+/// The package dir at run time (cargo sets it for tests), so a test binary built from
+/// another checkout sharing the target dir reads this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
 }

@@ -162,7 +162,7 @@ fn orgs_that_cannot_apply_are_refused() {
 
 #[test]
 fn three_orgs_converge_with_every_node_reaching_every_service_across_orgs() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/three-orgs.toml");
+    let file = manifest_dir().join("topologies/three-orgs.toml");
     let out = testbed(&[
         "scenario",
         "converge",
@@ -325,4 +325,13 @@ fn a_base_port_places_a_testbed_and_a_taken_one_is_refused_with_the_port() {
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
+}
+
+/// The package dir at run time (cargo sets it for tests), so a test binary built from
+/// another checkout sharing the target dir reads this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
 }

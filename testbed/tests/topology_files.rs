@@ -13,7 +13,7 @@ use trellis_testbed::topology_file::{load, parse, resolve, LinkImpairment, Topol
 const LONG: Duration = Duration::from_secs(600);
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies")
+    manifest_dir().join("topologies")
 }
 
 fn shipped() -> Vec<PathBuf> {
@@ -81,8 +81,7 @@ fn every_shipped_file_parses_and_converges() {
 
 #[test]
 fn the_example_copy_of_three_orgs_is_the_same_file() {
-    let example =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/topologies/three-orgs.toml");
+    let example = manifest_dir().join("../examples/topologies/three-orgs.toml");
     assert_eq!(
         std::fs::read_to_string(example).unwrap(),
         std::fs::read_to_string(dir().join("three-orgs.toml")).unwrap()
@@ -317,4 +316,13 @@ fn resolve_takes_a_shape_or_a_file() {
     let e = resolve("missing.toml", 5, 1, 1).unwrap_err();
     assert!(e.starts_with("missing.toml: "), "{e}");
     assert!(resolve("ring", 1, 1, 1).is_err());
+}
+
+/// The package dir at run time (cargo sets it for tests), so a test binary built from
+/// another checkout sharing the target dir reads this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
 }

@@ -394,6 +394,22 @@ impl Rogue {
         })
     }
 
+    /// Opens a data-plane stream, writes `bytes` (a stream header, or not) and returns the
+    /// reset code the daemon answers with (an error if it answers anything else).
+    pub fn data_stream(&self, bytes: Vec<u8>) -> Result<u64, String> {
+        self.run(move |s| async move {
+            let (mut send, mut recv) = s.conn.open_bi().await.map_err(|e| err("open_bi")(&e))?;
+            send.write_all(&bytes)
+                .await
+                .map_err(|e| err("write the stream")(&e))?;
+            let mut buf = [0u8; 1];
+            match tokio::time::timeout(STEP, recv.read(&mut buf)).await {
+                Ok(Err(quinn::ReadError::Reset(code))) => Ok(code.into_inner()),
+                other => Err(format!("expected a reset, got {other:?}")),
+            }
+        })
+    }
+
     /// Waits (up to 30 s) until the connection is closed, and says how.
     pub fn closed(&self) -> Closed {
         self.run(|s| async move {

@@ -1,8 +1,6 @@
 //! Tests of peering configs: a real CA bundle, the example, and that every refusal names
 //! the right file, line and reason.
 
-use std::path::Path;
-
 use trellis_routing::{NodeId, OrgId, Relationship};
 
 use super::*;
@@ -23,8 +21,7 @@ fn peering_config_with_a_real_ca_bundle_loads() {
         "globex-ca.pem",
         &format!("{}{}", ca_pem("globex"), ca_pem("globex")),
     );
-    let example =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/peerings/globex.toml");
+    let example = manifest_dir().join("../examples/config/peerings/globex.toml");
     let file = dir.write("globex.toml", &std::fs::read_to_string(example).unwrap());
     let p = PeeringConfig::load(&file, &acme()).unwrap();
     assert_eq!(p.org, OrgId::new("globex").unwrap());
@@ -55,8 +52,7 @@ fn peering_config_with_a_real_ca_bundle_loads() {
 fn trust_weighs_the_link_cost_from_once_to_twice() {
     let dir = TempDir::new();
     dir.write("globex-ca.pem", &ca_pem("globex"));
-    let example =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/peerings/globex.toml");
+    let example = manifest_dir().join("../examples/config/peerings/globex.toml");
     let file = dir.write("globex.toml", &std::fs::read_to_string(example).unwrap());
     let mut p = PeeringConfig::load(&file, &acme()).unwrap();
     p.link_cost = 40;
@@ -210,4 +206,13 @@ fn load_dir_of_a_missing_directory_names_it() {
         )),
         "{msg}"
     );
+}
+
+/// The package dir at run time (cargo sets it for tests), so a test binary built from
+/// another checkout sharing the target dir reads this checkout's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
 }
