@@ -118,17 +118,23 @@ fn traffic(
     Ok(())
 }
 
-/// Revokes `id` at the authority in `auth_dir`.
-fn revoke(auth_dir: &std::path::Path, id: &str) -> Result<(), String> {
+/// Revokes `id` at its org's authority; returns the org.
+fn revoke(state: &State, id: &str) -> Result<String, String> {
+    let org = id.split('/').next().unwrap_or_default().to_owned();
+    let auth = state
+        .authorities
+        .iter()
+        .find(|a| a.org == org)
+        .ok_or_else(|| format!("no authority for {org}"))?;
     let _: serde_json::Value = client::call(
-        &auth_dir.join("admin.sock"),
+        &auth.dir.join("admin.sock"),
         &Request::NodesRevoke {
             node_id: id.to_owned(),
             reason: "demo".into(),
         },
     )
     .map_err(|e| format!("revoke {id}: {e}"))?;
-    Ok(())
+    Ok(org)
 }
 
 /// Waits until no node keeps a session with `id`.
@@ -283,13 +289,7 @@ fn demo(
     // Revoke a node at its authority; its peers learn it through the mesh and cut it off.
     let victim = state.nodes.iter().position(|n| n.id == next).unwrap_or(1);
     let id = state.nodes[victim].id.clone();
-    let org = id.split('/').next().unwrap_or_default().to_owned();
-    let auth = state
-        .authorities
-        .iter()
-        .find(|a| a.org == org)
-        .ok_or("no authority")?;
-    revoke(&auth.dir, &id)?;
+    let org = revoke(&state, &id)?;
     p.say(&format!(
         "revoked {id} at the {org} authority; waiting for its peers to close their sessions..."
     ));
@@ -335,13 +335,7 @@ fn demo(
 
     // Revoke the client's own node: its peers cut it off and its connections are refused.
     let client_id = state.nodes[watch].id.clone();
-    let client_org = client_id.split('/').next().unwrap_or_default().to_owned();
-    let client_auth = state
-        .authorities
-        .iter()
-        .find(|a| a.org == client_org)
-        .ok_or("no authority")?;
-    revoke(&client_auth.dir, &client_id)?;
+    let client_org = revoke(&state, &client_id)?;
     p.say(&format!(
         "revoked {client_id}, the node the client connects through, at the {client_org} authority"
     ));
