@@ -99,6 +99,14 @@ fn peers_table(peers: &[PeerInfo]) -> String {
                 p.routes_received.to_string(),
                 p.rtt_us
                     .map_or_else(|| "-".into(), |us| format!("{:.1}ms", us as f64 / 1000.0)),
+                format!("{:.1}%", f64::from(p.loss_ppm) / 10_000.0),
+                p.failures.to_string(),
+                p.trust.to_string(),
+                if p.base_cost == 0 || p.base_cost == p.link_cost {
+                    p.link_cost.to_string()
+                } else {
+                    format!("{} ({})", p.link_cost, p.base_cost)
+                },
                 rfc3339(p.since),
                 p.last_error.clone().unwrap_or_default(),
             ]
@@ -112,10 +120,39 @@ fn peers_table(peers: &[PeerInfo]) -> String {
             "ADDRESS",
             "ROUTES",
             "RTT",
+            "LOSS",
+            "FAILS",
+            "TRUST",
+            "COST (CONFIGURED)",
             "SINCE",
             "LAST ERROR",
         ],
         &rows,
+    )
+}
+
+/// `peers show`: one peer, a line per field.
+fn peer_detail(p: &PeerInfo) -> String {
+    let rtt = p
+        .rtt_us
+        .map_or_else(|| "-".into(), |us| format!("{:.2} ms", us as f64 / 1000.0));
+    format!(
+        "peer:          {}\nstate:         {} since {}\nrole:          {} ({})\naddress:       {}\nroutes:        {}\nrtt:           {rtt} (smoothed)\nloss:          {:.2} % (last 30 s)\nfailures:      {} (last 10 min)\ntrust:         {}\nlink cost:     {} (configured {}, changed {} times)\nsessions:      {}\nlast error:    {}\n",
+        p.node_id,
+        p.state,
+        rfc3339(p.since),
+        p.role,
+        p.source,
+        p.address,
+        p.routes_received,
+        f64::from(p.loss_ppm) / 10_000.0,
+        p.failures,
+        p.trust,
+        p.link_cost,
+        p.base_cost,
+        p.cost_changes,
+        p.sessions,
+        p.last_error.clone().unwrap_or_else(|| "-".into()),
     )
 }
 
@@ -149,7 +186,7 @@ pub fn peers(ctx: &Context, cmd: Peers) -> Result<(), Failure> {
         }
         Peers::Show { node_id } => {
             let peer: PeerInfo = call(ctx, &Request::PeersShow { node_id })?;
-            ctx.print(&peer, |p| peers_table(std::slice::from_ref(p)));
+            ctx.print(&peer, peer_detail);
         }
         Peers::Add {
             node_id,

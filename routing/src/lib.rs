@@ -28,6 +28,7 @@ pub mod ownership;
 pub mod policy;
 pub mod route;
 mod router;
+pub mod scoring;
 mod table;
 pub mod update;
 

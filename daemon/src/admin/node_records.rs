@@ -52,10 +52,25 @@ pub struct PeerInfo {
     pub since: u64,
     /// Paths held from it.
     pub routes_received: usize,
-    /// Link cost.
+    /// Link cost in use: the configured cost weighed by the peer's score (ADR 0014).
     pub link_cost: u32,
-    /// Last keepalive round trip, microseconds.
+    /// The configured link cost.
+    #[serde(default)]
+    pub base_cost: u32,
+    /// Smoothed round trip (QUIC's estimate and keepalives), microseconds.
     pub rtt_us: Option<u64>,
+    /// Packets lost over the last 30 s, parts per million.
+    #[serde(default)]
+    pub loss_ppm: u32,
+    /// Session failures in the last 10 minutes.
+    #[serde(default)]
+    pub failures: u32,
+    /// Trust now (0..=100): the configured level, lowered by failures and bad input.
+    #[serde(default)]
+    pub trust: u32,
+    /// How many times the link cost changed since the daemon started.
+    #[serde(default)]
+    pub cost_changes: u64,
     /// Why the last session ended.
     pub last_error: Option<String>,
     /// Sessions established with it since start.

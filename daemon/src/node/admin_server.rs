@@ -233,6 +233,7 @@ async fn dispatch(
                 address: Some(address),
                 role: Relationship::Internal,
                 link_cost: link_cost.unwrap_or(10).clamp(1, 65_535),
+                trust: 100,
                 local_pref: 100,
                 // 0: the node's `limits.max_routes_per_peer`, as after a restart.
                 max_routes: 0,

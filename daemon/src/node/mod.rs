@@ -20,6 +20,8 @@ pub mod reload;
 pub mod route_store;
 pub mod routing_loop;
 pub mod run;
+mod score_store;
+mod scores;
 pub mod trust;
 pub mod view;
 

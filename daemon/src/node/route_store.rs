@@ -104,6 +104,13 @@ pub enum StoreOp {
     },
     /// A peer removed with `trellis peers remove`.
     PeerRemoved(NodeId),
+    /// A peer's score, to survive a restart.
+    PeerScore {
+        /// The peer.
+        peer: NodeId,
+        /// Its state now.
+        state: trellis_routing::scoring::ScoreState,
+    },
     /// Answered once every op sent before it is committed (or `Err` after a failed
     /// commit, with the ops kept for retry): operator changes are acknowledged only
     /// when durable.
@@ -130,6 +137,8 @@ pub struct Restored {
     pub peer_routes: Vec<(NodeId, UpdateBatch)>,
     /// Peers added at runtime.
     pub admin_peers: Vec<(NodeId, SocketAddr, u32)>,
+    /// Peer scores as they were (aged by the time since they were written).
+    pub peer_scores: Vec<(NodeId, trellis_routing::scoring::ScoreState)>,
     /// Highest session epoch stored: epochs of this run start above it, so an
     /// end-of-table purges every row an earlier run left.
     pub max_epoch: u64,
@@ -193,6 +202,7 @@ fn decode_manifest(bytes: &[u8]) -> Option<SignedManifest> {
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = open_sqlite(path)?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(super::score_store::SCHEMA)?;
     Ok(conn)
 }
 
@@ -277,6 +287,9 @@ pub fn restore(path: &Path) -> rusqlite::Result<(Restored, usize)> {
             _ => skipped += 1,
         }
     }
+    let (scores, bad) = super::score_store::load(&conn)?;
+    out.peer_scores = scores;
+    skipped += bad;
     Ok((out, skipped))
 }
 
@@ -374,6 +387,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
             tx.execute("DELETE FROM admin_peers WHERE node_id=?1", [peer.as_str()])?;
             tx.execute("DELETE FROM adj_in WHERE peer=?1", [peer.as_str()])?;
         }
+        StoreOp::PeerScore { peer, state } => super::score_store::put(tx, peer, state)?,
         StoreOp::Barrier(_) => {}
         StoreOp::Event {
             kind,

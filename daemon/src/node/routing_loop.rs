@@ -35,8 +35,10 @@ pub struct PeerSpec {
     pub address: Option<SocketAddr>,
     /// Its role.
     pub role: Relationship,
-    /// Link cost.
+    /// Configured link cost (the peer's score weighs it, ADR 0014).
     pub link_cost: u32,
+    /// Configured trust, 0..=100 (100 inside the org).
+    pub trust: u32,
     /// Local preference.
     pub local_pref: u32,
     /// Max routes.
@@ -163,6 +165,8 @@ pub struct RoutingLoop {
     default_max_routes: usize,
     /// Peers refused for a while after exceeding their max-routes limit.
     holdoff: super::holdoff::HoldOff,
+    /// Every peer's score: measured RTT, loss, failures and trust → link cost.
+    scores: super::scores::Scores,
 }
 
 /// A session up this long is kept when the peer connects again (the new connection is
@@ -182,6 +186,20 @@ const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn api(kind: ErrorKind, message: impl Into<String>) -> ApiError {
     ApiError::new(kind, message)
+}
+
+/// Whether a session that ended with `reason` failed (and counts against the peer's
+/// score): not when an operator or a shutdown closed it, a newer connection replaced it,
+/// or the peer is no longer configured or revoked.
+fn is_failure(reason: &str) -> bool {
+    ![
+        "admin shutdown",
+        "collision resolved",
+        "peer unconfigured",
+        "revoked",
+    ]
+    .iter()
+    .any(|benign| reason.starts_with(benign))
 }
 
 fn role_name(role: Relationship) -> &'static str {
@@ -247,11 +265,17 @@ impl RoutingLoop {
             max_peers: usize::MAX,
             default_max_routes: 10_000,
             holdoff: super::holdoff::HoldOff::new(std::time::Duration::ZERO),
+            scores: super::scores::Scores::new(Default::default(), Vec::new()),
         };
         for spec in this.peers.values() {
             this.show_peer(spec, "connecting", None);
         }
         this
+    }
+
+    /// Uses `scores` (with the states restored from `node.db`); before peers are added.
+    pub(super) fn set_scores(&mut self, scores: super::scores::Scores) {
+        self.scores = scores;
     }
 
     /// Caps the number of configured peers and sets the route limit of a peer added
@@ -332,6 +356,7 @@ impl RoutingLoop {
         entry.role = role_name(spec.role).into();
         entry.source = spec.source.clone();
         entry.link_cost = spec.link_cost;
+        self.scores.show(Instant::now(), &spec.node, entry);
         if entry.state != state {
             entry.state = state.into();
             entry.since = now_secs();
@@ -585,6 +610,9 @@ impl RoutingLoop {
                         .redialed_at
                         .is_some_and(|t| now.saturating_duration_since(t) <= RESTART_DETECTION);
                 if current.up {
+                    if is_failure(&reason) {
+                        self.scores.failure(now, &peer);
+                    }
                     self.router.handle(
                         now,
                         Input::SessionDown {
@@ -660,15 +688,52 @@ impl RoutingLoop {
             }
             Event::TrustSnapshot { peer, envelope } => self.on_snapshot(Some(peer), envelope),
             Event::BadInput { peer, reason } => {
+                self.scores.invalid(now, &peer);
                 self.view.count("bad_input_from_peers", 1);
                 tracing::warn!(peer = peer.as_str(), %reason, "bad input from peer");
                 self.log_event("peer.bad_input", peer.as_str(), reason);
             }
             Event::Rtt { peer, micros } => {
-                if let Some(info) = self.view.write().peers.get_mut(peer.as_str()) {
-                    info.rtt_us = Some(micros);
+                self.scores
+                    .rtt(&peer, std::time::Duration::from_micros(micros));
+            }
+            Event::Sample {
+                peer,
+                conn,
+                rtt,
+                sent,
+                lost,
+            } => {
+                if self.is_current(&peer, conn) {
+                    self.scores.sample(now, &peer, rtt, sent, lost);
+                    self.apply_scores(now);
                 }
             }
+        }
+    }
+
+    /// Hands the costs the scores announce to the router, refreshes the peers' records,
+    /// and writes the scores that are due.
+    fn apply_scores(&mut self, now: Instant) {
+        for (peer, cost) in self.scores.evaluate(now) {
+            tracing::info!(
+                peer = peer.as_str(),
+                cost,
+                "link cost set by the peer's score"
+            );
+            self.view.count("link_cost_changes", 1);
+            self.router.handle(now, Input::LinkCost { peer, cost });
+        }
+        {
+            let mut view = self.view.write();
+            for (id, info) in &mut view.peers {
+                if let Ok(node) = NodeId::new(id) {
+                    self.scores.show(now, &node, info);
+                }
+            }
+        }
+        for (peer, state) in self.scores.due(now) {
+            self.persist(StoreOp::PeerScore { peer, state });
         }
     }
 
@@ -1045,6 +1110,7 @@ impl RoutingLoop {
             .remove_peer(now, node)
             .map_err(|e| api(ErrorKind::NotFound, e.to_string()))?;
         self.peers.remove(node);
+        self.scores.remove(now, node);
         self.holdoff.forget(node);
         self.admitted
             .write()
@@ -1128,7 +1194,9 @@ impl RoutingLoop {
             ));
         }
         let mut cfg = PeerConfig::new(spec.node.clone(), spec.role);
-        cfg.link_cost = spec.link_cost;
+        cfg.link_cost = self
+            .scores
+            .ensure(&spec.node, spec.link_cost, spec.trust, Instant::now());
         cfg.local_pref = spec.local_pref;
         cfg.max_routes = Some(spec.max_routes);
         cfg.graceful_restart = true;

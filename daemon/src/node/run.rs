@@ -197,6 +197,10 @@ pub async fn run(
         own_snapshot,
         dial_tx,
     );
+    routing.set_scores(super::scores::Scores::new(
+        trellis_routing::scoring::ScoreConfig::default(),
+        restored.peer_scores.clone(),
+    ));
     routing.set_limits(
         config.limits.max_peers,
         config.limits.max_routes_per_peer,
@@ -421,6 +425,7 @@ pub(super) fn peer_specs(
             address: (!p.passive).then_some(p.address),
             role: Relationship::Internal,
             link_cost: p.link_cost,
+            trust: 100,
             local_pref: p.local_pref,
             max_routes: p.max_routes,
             source: "config".into(),
@@ -433,7 +438,8 @@ pub(super) fn peer_specs(
                 node: e.node_id.clone(),
                 address: (!e.passive).then_some(e.address),
                 role: peering.role,
-                link_cost: peering.effective_link_cost(),
+                link_cost: peering.link_cost,
+                trust: u32::from(peering.trust),
                 local_pref: peering.local_pref,
                 max_routes: peering.max_routes,
                 source: peering.file.display().to_string(),
@@ -450,6 +456,7 @@ pub(super) fn peer_specs(
             address: Some(*address),
             role: Relationship::Internal,
             link_cost: *cost,
+            trust: 100,
             local_pref: 100,
             max_routes: config.limits.max_routes_per_peer,
             source: "admin".into(),

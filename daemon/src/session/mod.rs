@@ -99,6 +99,20 @@ pub enum Event {
         /// What was wrong.
         reason: String,
     },
+    /// The connection's measurements, once a second: QUIC's smoothed RTT and its packet
+    /// counters since the connection opened.
+    Sample {
+        /// The peer.
+        peer: NodeId,
+        /// The connection.
+        conn: ConnId,
+        /// QUIC's RTT estimate.
+        rtt: std::time::Duration,
+        /// Packets sent.
+        sent: u64,
+        /// Packets declared lost.
+        lost: u64,
+    },
     /// A keepalive round trip was measured.
     Rtt {
         /// The peer.

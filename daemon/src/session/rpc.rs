@@ -46,6 +46,9 @@ pub struct SessionConfig {
     pub links: Option<crate::dataplane::Links>,
 }
 
+/// How often a session samples its connection for peer scoring.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 /// Most inbound calls a peer may have waiting at once (a well-behaved peer has at most
 /// its `max_in_flight`, 16 by default): each holds its decoded message in memory.
 const MAX_INBOUND_CALLS: usize = 64;
@@ -733,6 +736,8 @@ async fn session_loop(
     });
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sample = tokio::time::interval(SAMPLE_EVERY);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     state.borrow_mut().last_rx = Some(Instant::now());
     loop {
         if let Some((reason, message)) = state.borrow().failure.clone() {
@@ -778,6 +783,17 @@ async fn session_loop(
                         return (CloseReason::SendHoldTimerExpired, format!("a call unacknowledged for {} s", cfg.send_hold.as_secs()), false, false);
                     }
                 }
+            },
+            _ = sample.tick() => {
+                let path = conn.stats().path;
+                // Never waits: a full queue drops one sample, the next comes in a second.
+                let _ = events.try_send(Event::Sample {
+                    peer: peer.clone(),
+                    conn: conn_id,
+                    rtt: path.rtt,
+                    sent: path.sent_packets,
+                    lost: path.lost_packets,
+                });
             },
             () = wake.notified() => {}
             (reason, message) = kill.killed() => return (reason, message, false, true),
