@@ -29,6 +29,7 @@ pub mod policy;
 pub mod route;
 mod router;
 pub mod scoring;
+pub mod selection;
 mod table;
 pub mod update;
 

@@ -27,7 +27,11 @@ fn the_formula_doubles_for_each_documented_step() {
         "trust 50: ×1.5"
     );
     assert_eq!(link_cost(&inputs(0, 0.0, 0, 0), &cfg), 20, "trust 0: ×2");
-    assert_eq!(link_cost(&inputs(4, 0.0, 100, 0), &cfg), 10, "below the floor: ×1");
+    assert_eq!(
+        link_cost(&inputs(4, 0.0, 100, 0), &cfg),
+        10,
+        "below the floor: ×1"
+    );
     assert_eq!(link_cost(&inputs(15, 0.0, 100, 0), &cfg), 20, "15 ms: ×2");
     assert_eq!(
         link_cost(&inputs(0, 0.05, 100, 0), &cfg),

@@ -5,6 +5,7 @@ mod manifests;
 mod ownership;
 mod props;
 mod rules;
+mod selection_props;
 
 use std::cell::Cell;
 use std::rc::Rc;

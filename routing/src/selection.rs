@@ -1,0 +1,547 @@
+//! # Peer selection inside one org
+//!
+//! A node does not keep sessions to every node of its org. It keeps a few
+//! **active** peers (sessions up), a few **warm** candidates (probed cheaply so
+//! their link cost is known) and any number of **cold** candidates (bootstrap
+//! addresses and directory entries that were never measured). The [`Selector`]
+//! decides which candidates are active and which get probed; the IO side (the
+//! daemon) calls [`Selector::decide`] periodically with every candidate it
+//! knows, carries out the returned [`Action`]s, and reports lost sessions with
+//! [`Selector::lost`].
+//!
+//! Contract: this module only decides. It never dials, probes, measures or
+//! reads a clock; time is the `now` parameter. It holds no randomness, so the
+//! same state and the same input give the same actions in the same order. The
+//! selector assumes an [`Action::Activate`] succeeds; when a session fails or
+//! goes down the IO side calls [`Selector::lost`] and marks the candidate
+//! unreachable. Unreachable candidates are neither activated nor probed:
+//! retrying them (with backoff) is the IO side's job.
+//!
+//! The rules of one round:
+//! 1. **Pinned.** Every pinned, reachable candidate (a configured peer or a
+//!    partner peering) is active; it is activated if it is not yet. Pinned
+//!    peers count toward the active total but are never deactivated or
+//!    swapped, even when the pinned peers alone exceed `max_active`.
+//! 2. **Gone.** An active peer that is no longer among the candidates, or is
+//!    unreachable and not pinned, leaves the active set.
+//! 3. **Fill.** While fewer than `min_active` peers are active, the best
+//!    non-active reachable candidate is activated: lowest measured cost first,
+//!    unmeasured candidates after all measured ones, ties by node id. With too
+//!    few candidates, every reachable one is activated.
+//! 4. **Trim.** While more than `max_active` peers are active, the worst
+//!    non-pinned active peer is deactivated: highest cost first, unmeasured
+//!    counted as worst, ties by node id (the greater first).
+//! 5. **Swap**, at most one per round to limit churn. The worst swappable
+//!    active peer (not pinned, active for at least `min_hold`, cost measured)
+//!    is replaced by the best measured, reachable, non-active candidate when
+//!    that candidate costs at most `(100 - swap_margin_pct)`% of it, and
+//!    strictly less. A peer activated or deactivated earlier in the same
+//!    round takes no part in the swap. The margin absorbs measurement jitter
+//!    smaller than it: with ±10 % jitter and a 30 % margin every swap is a
+//!    real gain (true cost at most 0.7 × 1.1 / 0.9 ≈ 86 % of the peer it
+//!    replaces), so the active set never returns to a set it left. Jitter can
+//!    still delay a swap between peers less than ~20 % apart.
+//! 6. **Probe.** The `max_warm` best non-active reachable candidates (measured
+//!    ones by cost, then unmeasured ones by node id) get a probe every round,
+//!    so cold candidates become warm and warm ones stay measured.
+//! 7. **Bounded.** The active set never exceeds
+//!    `max(max_active, number of pinned candidates)`, however many candidates
+//!    there are.
+//!
+//! Output order within a round: every [`Action::Deactivate`] first, then every
+//! [`Action::Activate`], then every [`Action::Probe`]. Within a group, actions
+//! follow the order of the rules above; within a rule, node id order for rules
+//! 1 and 2, best first for fill and probes, worst first for trim.
+//!
+//! A node listed more than once is merged conservatively: reachable only if
+//! every entry says so, pinned if any entry says so, the highest measured
+//! cost. A `min_active` above `max_active` fills only up to `max_active`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::NodeId;
+
+/// The kind of node, which seeds the default size of its active set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NodeRole {
+    /// An ordinary node: 3 to 5 active peers.
+    #[default]
+    Default,
+    /// A relay that carries traffic for others: 8 to 20 active peers.
+    Relay,
+    /// A thin node (a laptop, a sidecar): 1 to 3 active peers.
+    Thin,
+}
+
+impl NodeRole {
+    /// The default `(min_active, max_active)` of this role.
+    pub fn active_range(self) -> (usize, usize) {
+        match self {
+            NodeRole::Default => (3, 5),
+            NodeRole::Relay => (8, 20),
+            NodeRole::Thin => (1, 3),
+        }
+    }
+}
+
+/// The tunables of a [`Selector`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectionConfig {
+    /// Fewest active peers wanted (pinned ones included).
+    pub min_active: usize,
+    /// Most active peers kept (pinned peers are kept even beyond it).
+    pub max_active: usize,
+    /// Non-active candidates probed per round.
+    pub max_warm: usize,
+    /// A candidate must cost at most `(100 - swap_margin_pct)`% of the worst
+    /// swappable active peer to replace it (values above 100 act as 100).
+    pub swap_margin_pct: u32,
+    /// An active peer is kept at least this long before it may be swapped out.
+    pub min_hold: Duration,
+}
+
+impl SelectionConfig {
+    /// The defaults for `role`: its active range, 4 warm probes per round, a
+    /// 30 % swap margin and a 60 s hold.
+    pub fn for_role(role: NodeRole) -> Self {
+        let (min_active, max_active) = role.active_range();
+        Self {
+            min_active,
+            max_active,
+            max_warm: 4,
+            swap_margin_pct: 30,
+            min_hold: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        Self::for_role(NodeRole::Default)
+    }
+}
+
+/// One node the IO side knows about this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The node.
+    pub node: NodeId,
+    /// A configured peer or partner peering: always active while reachable,
+    /// never dropped, never swapped.
+    pub pinned: bool,
+    /// Measured link cost, lower is better; `None` when never measured (cold).
+    pub cost: Option<u32>,
+    /// `false` when the last dial or probe failed; such a node is never activated.
+    pub reachable: bool,
+}
+
+/// What the IO side should do, returned by [`Selector::decide`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Open a session to the node; it is counted as active from now on.
+    Activate(NodeId),
+    /// Close the session to the node; it is no longer active.
+    Deactivate(NodeId),
+    /// Measure the link cost to the node cheaply, without a session.
+    Probe(NodeId),
+}
+
+/// The peer-selection state of one node: its config and its active peers.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    cfg: SelectionConfig,
+    /// Active peers and the instant each became active.
+    active: BTreeMap<NodeId, Instant>,
+}
+
+/// A candidate after merging duplicate entries.
+#[derive(Debug, Clone, Copy)]
+struct Merged {
+    pinned: bool,
+    reachable: bool,
+    cost: Option<u32>,
+}
+
+/// Ranking key, lower is better: measured before unmeasured, then by cost,
+/// then by node id. The worst peer is the one with the greatest key.
+fn rank(node: &NodeId, cost: Option<u32>) -> (bool, u32, &NodeId) {
+    (cost.is_none(), cost.unwrap_or(u32::MAX), node)
+}
+
+fn merge(candidates: &[Candidate]) -> BTreeMap<&NodeId, Merged> {
+    let mut out = BTreeMap::new();
+    for c in candidates {
+        let (pinned, reachable, cost) = (c.pinned, c.reachable, c.cost);
+        let e = out.entry(&c.node).or_insert(Merged {
+            pinned,
+            reachable,
+            cost,
+        });
+        e.pinned |= pinned;
+        e.reachable &= reachable;
+        e.cost = e.cost.max(cost);
+    }
+    out
+}
+
+impl Selector {
+    /// A selector with no active peers.
+    pub fn new(cfg: SelectionConfig) -> Self {
+        Self {
+            cfg,
+            active: BTreeMap::new(),
+        }
+    }
+
+    /// The active peers, sorted by node id.
+    pub fn active(&self) -> impl Iterator<Item = &NodeId> {
+        self.active.keys()
+    }
+
+    /// How many peers are active.
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Whether `node` is active.
+    pub fn is_active(&self, node: &NodeId) -> bool {
+        self.active.contains_key(node)
+    }
+
+    /// The IO side reports an active peer's session was lost (it leaves the active set).
+    pub fn lost(&mut self, node: &NodeId) {
+        self.active.remove(node);
+    }
+
+    /// Non-active reachable candidates not in `skip`, best first.
+    fn ranked_idle<'a>(
+        &self,
+        views: &BTreeMap<&'a NodeId, Merged>,
+        skip: &BTreeSet<NodeId>,
+    ) -> Vec<(&'a NodeId, Option<u32>)> {
+        let mut idle: Vec<_> = views
+            .iter()
+            .filter(|(n, v)| v.reachable && !self.active.contains_key(**n) && !skip.contains(**n))
+            .map(|(n, v)| (*n, v.cost))
+            .collect();
+        idle.sort_by(|a, b| rank(a.0, a.1).cmp(&rank(b.0, b.1)));
+        idle
+    }
+
+    /// One round: given every candidate known now, returns what to do.
+    /// Deterministic: same state + same input -> same output in the same order.
+    pub fn decide(&mut self, now: Instant, candidates: &[Candidate]) -> Vec<Action> {
+        let views = merge(candidates);
+        let mut down: Vec<NodeId> = Vec::new();
+        let mut up: Vec<NodeId> = Vec::new();
+
+        // Rule 2: gone or unreachable (and not pinned).
+        let gone: Vec<NodeId> = self
+            .active
+            .keys()
+            .filter(|n| views.get(n).is_none_or(|v| !v.reachable && !v.pinned))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.active.remove(&n);
+            down.push(n);
+        }
+
+        // Rule 1: pinned and reachable means active.
+        for (n, v) in &views {
+            if v.pinned && v.reachable && !self.active.contains_key(*n) {
+                self.active.insert((*n).clone(), now);
+                up.push((*n).clone());
+            }
+        }
+
+        // Rule 3: fill up to min_active (never beyond max_active).
+        let target = self.cfg.min_active.min(self.cfg.max_active);
+        let missing = target.saturating_sub(self.active.len());
+        for (n, _) in self
+            .ranked_idle(&views, &BTreeSet::new())
+            .into_iter()
+            .take(missing)
+        {
+            self.active.insert(n.clone(), now);
+            up.push(n.clone());
+        }
+
+        // Rule 4: trim down to max_active, worst non-pinned first.
+        let pinned = |n: &NodeId| views.get(n).is_some_and(|v| v.pinned);
+        let cost = |n: &NodeId| views.get(n).and_then(|v| v.cost);
+        while self.active.len() > self.cfg.max_active {
+            let worst = self
+                .active
+                .keys()
+                .filter(|n| !pinned(n))
+                .max_by(|a, b| rank(a, cost(a)).cmp(&rank(b, cost(b))))
+                .cloned();
+            let Some(worst) = worst else { break };
+            self.active.remove(&worst);
+            down.push(worst);
+        }
+
+        // Rule 5: at most one swap, past min_hold and past the margin.
+        let changed: BTreeSet<NodeId> = down.iter().chain(up.iter()).cloned().collect();
+        let worst = self
+            .active
+            .iter()
+            .filter(|(n, since)| {
+                !pinned(n)
+                    && !changed.contains(*n)
+                    && now.saturating_duration_since(**since) >= self.cfg.min_hold
+            })
+            .filter_map(|(n, _)| cost(n).map(|c| (n, c)))
+            .max_by(|a, b| rank(a.0, Some(a.1)).cmp(&rank(b.0, Some(b.1))))
+            .map(|(n, c)| (n.clone(), c));
+        if let Some((worst, worst_cost)) = worst {
+            let keep_pct = u64::from(100u32.saturating_sub(self.cfg.swap_margin_pct));
+            let best = self
+                .ranked_idle(&views, &changed)
+                .into_iter()
+                .find_map(|(n, c)| c.map(|c| (n.clone(), c)));
+            if let Some((best, best_cost)) = best {
+                if best_cost < worst_cost
+                    && u64::from(best_cost) * 100 <= u64::from(worst_cost) * keep_pct
+                {
+                    self.active.remove(&worst);
+                    down.push(worst);
+                    self.active.insert(best.clone(), now);
+                    up.push(best);
+                }
+            }
+        }
+
+        // Rule 6: probe the best idle candidates.
+        let probes = self.ranked_idle(&views, &BTreeSet::new());
+        let probes = probes.into_iter().take(self.cfg.max_warm);
+
+        let mut out = Vec::with_capacity(down.len() + up.len() + self.cfg.max_warm);
+        out.extend(down.into_iter().map(Action::Deactivate));
+        out.extend(up.into_iter().map(Action::Activate));
+        out.extend(probes.map(|(n, _)| Action::Probe(n.clone())));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOLD: Duration = Duration::from_secs(60);
+
+    fn id(i: usize) -> NodeId {
+        NodeId::new(&format!("acme/n{i:02}")).unwrap()
+    }
+    fn ids(is: &[usize]) -> Vec<NodeId> {
+        is.iter().map(|&i| id(i)).collect()
+    }
+    fn c(i: usize, cost: Option<u32>) -> Candidate {
+        let (pinned, reachable) = (false, true);
+        Candidate {
+            node: id(i),
+            pinned,
+            cost,
+            reachable,
+        }
+    }
+    fn pin(i: usize, cost: Option<u32>) -> Candidate {
+        Candidate {
+            pinned: true,
+            ..c(i, cost)
+        }
+    }
+    fn cfg(min_active: usize, max_active: usize) -> SelectionConfig {
+        SelectionConfig {
+            min_active,
+            max_active,
+            ..SelectionConfig::default()
+        }
+    }
+    fn act(s: &Selector) -> Vec<NodeId> {
+        s.active().cloned().collect()
+    }
+    /// `[deactivated, activated, probed]`, each in output order.
+    fn split(out: &[Action]) -> [Vec<NodeId>; 3] {
+        let mut g: [Vec<NodeId>; 3] = Default::default();
+        for a in out {
+            let (i, n) = match a {
+                Action::Deactivate(n) => (0, n),
+                Action::Activate(n) => (1, n),
+                Action::Probe(n) => (2, n),
+            };
+            g[i].push(n.clone());
+        }
+        g
+    }
+
+    #[test]
+    fn role_ranges_and_defaults() {
+        assert_eq!(NodeRole::Default.active_range(), (3, 5));
+        assert_eq!(NodeRole::Relay.active_range(), (8, 20));
+        assert_eq!(NodeRole::Thin.active_range(), (1, 3));
+        let r = SelectionConfig::for_role(NodeRole::Relay);
+        assert_eq!((r.min_active, r.max_active, r.max_warm), (8, 20, 4));
+        assert_eq!((r.swap_margin_pct, r.min_hold), (30, HOLD));
+        assert_eq!(
+            SelectionConfig::default(),
+            SelectionConfig::for_role(NodeRole::Default)
+        );
+    }
+
+    #[test]
+    fn fills_to_min_best_first_unmeasured_last() {
+        let mut s = Selector::new(SelectionConfig::default());
+        let cands = [
+            c(1, None),
+            c(2, Some(50)),
+            c(3, Some(10)),
+            c(4, None),
+            c(5, Some(30)),
+        ];
+        let [_, up, probe] = split(&s.decide(Instant::now(), &cands));
+        assert_eq!((up, probe), (ids(&[3, 5, 2]), ids(&[1, 4])));
+        // Two measured: the third is the smallest unmeasured id; cost ties by id.
+        let mut s = Selector::new(SelectionConfig::default());
+        let cands = [c(9, None), c(1, None), c(5, Some(7)), c(4, Some(7))];
+        let [_, up, probe] = split(&s.decide(Instant::now(), &cands));
+        assert_eq!((up, probe), (ids(&[4, 5, 1]), ids(&[9])));
+    }
+
+    #[test]
+    fn fills_with_what_there_is_and_drops_vanished() {
+        let mut s = Selector::new(SelectionConfig::default());
+        let t = Instant::now();
+        assert_eq!(s.decide(t, &[]), vec![]);
+        assert_eq!(
+            split(&s.decide(t, &[c(1, None), c(2, Some(5))]))[1],
+            ids(&[2, 1])
+        );
+        assert_eq!(
+            s.decide(t, &[c(2, Some(5))]),
+            vec![Action::Deactivate(id(1))]
+        );
+        s.lost(&id(2));
+        assert_eq!(s.active_len(), 0);
+        assert_eq!(s.decide(t, &[c(2, Some(5))]), vec![Action::Activate(id(2))]);
+    }
+
+    #[test]
+    fn unreachable_never_activated_nor_probed_and_dropped_when_active() {
+        let mut s = Selector::new(SelectionConfig::default());
+        let t = Instant::now();
+        let mut cands: Vec<_> = (1..=4).map(|i| c(i, Some(i as u32))).collect();
+        cands[0].reachable = false;
+        assert_eq!(split(&s.decide(t, &cands))[1], ids(&[2, 3, 4]));
+        cands[1].reachable = false;
+        assert_eq!(s.decide(t, &cands), vec![Action::Deactivate(id(2))]);
+        assert_eq!(act(&s), ids(&[3, 4]));
+        // A duplicate entry saying unreachable wins.
+        cands.push(Candidate {
+            reachable: false,
+            ..c(3, Some(3))
+        });
+        assert_eq!(s.decide(t, &cands), vec![Action::Deactivate(id(3))]);
+    }
+
+    #[test]
+    fn pinned_always_active_never_dropped_nor_swapped() {
+        let mut s = Selector::new(cfg(1, 2));
+        let mut t = Instant::now();
+        let mut cands: Vec<_> = (1..=4).map(|i| pin(i, Some(1000))).collect();
+        cands.push(c(5, Some(1)));
+        assert_eq!(split(&s.decide(t, &cands))[1], ids(&[1, 2, 3, 4]));
+        for _ in 0..3 {
+            t += HOLD * 2;
+            assert_eq!(s.decide(t, &cands), vec![Action::Probe(id(5))]);
+        }
+        // An active pinned peer stays while unreachable; an unreachable pinned
+        // candidate is not activated.
+        cands[0].reachable = false;
+        cands.push(Candidate {
+            reachable: false,
+            ..pin(6, None)
+        });
+        assert_eq!(s.decide(t, &cands), vec![Action::Probe(id(5))]);
+        assert_eq!(act(&s), ids(&[1, 2, 3, 4]));
+    }
+
+    #[test]
+    fn trims_worst_first_unmeasured_worst_ties_greater_id_first() {
+        let mut s = Selector::new(cfg(1, 2));
+        let t = Instant::now();
+        let costs = [Some(5), None, Some(9), Some(9), Some(1)];
+        let pinned: Vec<_> = costs
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| pin(i + 1, k))
+            .collect();
+        s.decide(t, &pinned);
+        let free: Vec<_> = costs
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| c(i + 1, k))
+            .collect();
+        let [down, up, probe] = split(&s.decide(t, &free));
+        assert_eq!(
+            (down, up, probe),
+            (ids(&[2, 4, 3]), vec![], ids(&[3, 4, 2]))
+        );
+        assert_eq!(act(&s), ids(&[1, 5]));
+    }
+
+    #[test]
+    fn one_swap_per_round_after_hold_past_margin() {
+        let mut s = Selector::new(cfg(2, 2));
+        let t0 = Instant::now();
+        s.decide(t0, &[c(1, Some(100)), c(2, Some(90))]);
+        let cands = [
+            c(1, Some(100)),
+            c(2, Some(90)),
+            c(3, Some(60)),
+            c(4, Some(50)),
+        ];
+        let probes = vec![Action::Probe(id(4)), Action::Probe(id(3))];
+        assert_eq!(s.decide(t0 + HOLD / 2, &cands), probes, "before min_hold");
+        let t1 = t0 + HOLD;
+        let out = s.decide(t1, &cands);
+        assert_eq!(
+            out[..2],
+            [Action::Deactivate(id(1)), Action::Activate(id(4))]
+        );
+        assert_eq!(split(&out), [ids(&[1]), ids(&[4]), ids(&[3, 1])]);
+        // Next round: 60 <= 70 % of 90 swaps too; then nothing is left to gain.
+        assert_eq!(
+            split(&s.decide(t1 + HOLD, &cands))[..2],
+            [ids(&[2]), ids(&[3])]
+        );
+        assert_eq!(
+            split(&s.decide(t1 + HOLD * 2, &cands))[..2],
+            [vec![], vec![]]
+        );
+        // The margin: 71 does not replace 100, 70 does; unmeasured never swaps in.
+        let mut s = Selector::new(cfg(1, 1));
+        s.decide(t0, &[c(1, Some(100))]);
+        assert_eq!(
+            split(&s.decide(t1, &[c(1, Some(100)), c(2, Some(71))]))[1],
+            vec![]
+        );
+        let out = s.decide(t1, &[c(1, Some(100)), c(2, Some(70)), c(3, None)]);
+        assert_eq!(split(&out)[1], ids(&[2]));
+        let out = s.decide(t1 + HOLD * 2, &[c(2, Some(70)), c(3, None)]);
+        assert_eq!(split(&out)[1], vec![]);
+    }
+
+    #[test]
+    fn probes_limited_to_max_warm_best_first() {
+        let mut s = Selector::new(SelectionConfig::for_role(NodeRole::Thin));
+        let mut cands: Vec<_> = (1..=10).map(|i| c(i, None)).collect();
+        cands[7].cost = Some(3);
+        cands[8].cost = Some(2);
+        cands[2].reachable = false;
+        let out = s.decide(Instant::now(), &cands);
+        assert_eq!(split(&out), [vec![], ids(&[9]), ids(&[8, 1, 2, 4])]);
+    }
+}
