@@ -120,6 +120,7 @@ pub fn fault(run: &mut Run, name: &str, victim: usize) -> Result<(), String> {
         "partition-heal" => partition_heal(run, &full, &full_absent),
         "flap" => flap(run, &full, &full_absent),
         "revoke-node" => revoke(run, victim),
+        "degrade-link" => super::degrade::degrade_link(run),
         "authority-down" => authority_down(run, victim, &full, &full_absent),
         "restart-storm" => {
             // The storm is measured (black holes, loops) but only what follows it is

@@ -3,6 +3,7 @@
 //! time (from the fault on), update batches sent and memory, and checks its invariants
 //! against what the topology allows under valley-free export (docs/testbed.md).
 
+mod degrade;
 mod faults;
 mod watch;
 
@@ -17,7 +18,7 @@ use crate::topology_file::resolve;
 use watch::{Run, Watch};
 
 /// Every scenario, by name.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "converge",
     "kill-node",
     "restart-node",
@@ -27,6 +28,7 @@ pub const SCENARIOS: [&str; 9] = [
     "revoke-node",
     "authority-down",
     "restart-storm",
+    "degrade-link",
 ];
 
 /// How to run a scenario.
