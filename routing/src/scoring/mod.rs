@@ -23,8 +23,11 @@ pub use cost::{link_cost, CostInputs};
 /// How measurements become a cost.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreConfig {
-    /// Weight of a new RTT sample in the moving average (TCP's SRTT uses 1/8).
+    /// Weight of a new RTT sample below the moving average (TCP's SRTT uses 1/8).
     pub rtt_gain: f64,
+    /// Weight of a new RTT sample above the average: a slower link is believed sooner
+    /// than a faster one ("fast attack, slow decay").
+    pub rtt_gain_up: f64,
     /// RTT below this adds nothing: loopback, a LAN, or a busy host's scheduling noise.
     pub rtt_floor: Duration,
     /// Each `rtt_unit` of RTT above the floor adds the base cost once more.
@@ -57,6 +60,7 @@ impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
             rtt_gain: 0.125,
+            rtt_gain_up: 0.3,
             rtt_floor: Duration::from_millis(5),
             rtt_unit: Duration::from_millis(10),
             loss_window: Duration::from_secs(30),
@@ -192,7 +196,12 @@ impl PeerScore {
         self.rtt = Some(match self.rtt {
             None => rtt,
             Some(old) => {
-                let g = self.cfg.rtt_gain.clamp(0.0, 1.0);
+                let g = if rtt > old {
+                    self.cfg.rtt_gain_up
+                } else {
+                    self.cfg.rtt_gain
+                }
+                .clamp(0.0, 1.0);
                 old.mul_f64(1.0 - g) + rtt.mul_f64(g)
             }
         });

@@ -86,9 +86,9 @@ pub(super) fn degrade_link(run: &mut Run) -> Result<(), String> {
     }
     let costs = cost_changes(run).saturating_sub(before_costs);
     let nodes = run.cluster.state.nodes.len() as u64;
-    run.timing
+    run.counts
         .insert("jitter_path_changes".into(), path_changes);
-    run.timing.insert("jitter_cost_changes".into(), costs);
+    run.counts.insert("jitter_cost_changes".into(), costs);
     run.hold(
         "under ±5 ms jitter on every link, best paths change at most once per node in a minute",
         path_changes <= nodes,

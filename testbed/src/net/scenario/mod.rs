@@ -132,6 +132,10 @@ pub struct Report {
     /// fault to the expected state), `heal` (the heal to the expected state), `revoke`
     /// (the revocation to every session with the node closed).
     pub timing: std::collections::BTreeMap<String, u64>,
+    /// Named counts: `jitter_path_changes` and `jitter_cost_changes` (degrade-link: best
+    /// paths and link costs changed in a minute of jitter, every node together).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counts: std::collections::BTreeMap<String, u64>,
     /// The link emulator's counters per link, at the end.
     pub links: Vec<LinkCounters>,
     /// Daemons that ignored SIGTERM at the end and needed SIGKILL (fails the run).
@@ -291,6 +295,7 @@ fn run_in(
         },
         rss_kb_max: rss.iter().copied().max().unwrap_or(0),
         timing: run.timing,
+        counts: run.counts,
         links,
         sigkilled: hung,
         term_exit_ms_max: ms(Some(stopped.slowest)).unwrap_or(0),
@@ -325,6 +330,10 @@ pub fn summary(r: &Report) -> String {
         if !p.persistent_loops.is_empty() {
             out.push_str(&format!("    persistent loops: {:?}\n", p.persistent_loops));
         }
+    }
+    if !r.counts.is_empty() {
+        let c: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str(&format!("  counts: {}\n", c.join(", ")));
     }
     if !r.timing.is_empty() {
         let t: Vec<String> = r

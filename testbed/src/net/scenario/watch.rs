@@ -98,6 +98,8 @@ pub struct Run {
     pub slowest_sample: Duration,
     /// Named timings of the run, ms: `converge`, `detect`, `reroute`, `heal`, `revoke`.
     pub timing: std::collections::BTreeMap<String, u64>,
+    /// Named counts (`jitter_path_changes`, ...).
+    pub counts: std::collections::BTreeMap<String, u64>,
     /// Org index of each node.
     org: Vec<usize>,
     /// The graph's links, parallel to `cluster.state.links`.
@@ -131,6 +133,7 @@ impl Run {
             longest_loop: Duration::ZERO,
             slowest_sample: Duration::ZERO,
             timing: std::collections::BTreeMap::new(),
+            counts: std::collections::BTreeMap::new(),
             org,
             edges,
             batches: HashMap::new(),
