@@ -28,20 +28,29 @@ fn failures_lower_trust_and_survive_a_restart() {
     // Measured while up: QUIC's RTT estimate arrives within a second.
     wait_for("an RTT for b", || peer(&a, "acme/b")["rtt_us"].as_u64());
 
-    // Two crashes of b: two session failures at a.
-    for round in 1..=2u64 {
+    // Two crashes of b: at least two session failures at a (a session that a loaded
+    // host lets time out while b restarts counts too).
+    let mut failures = 0;
+    for _ in 0..2 {
         b.kill();
-        wait_for("a notices b is gone", || {
-            (peer(&a, "acme/b")["failures"].as_u64() == Some(round)).then_some(())
+        failures = wait_for("a notices b is gone", || {
+            peer(&a, "acme/b")["failures"]
+                .as_u64()
+                .filter(|f| *f > failures)
         });
         b.start();
         wait_for("a–b up again", || a.peer_up("acme/b").then_some(()));
     }
     let hurt = peer(&a, "acme/b");
-    assert_eq!(hurt["trust"], 80, "10 points per failure: {hurt}");
-    assert_eq!(hurt["failures"], 2);
-    // Two failures and trust 80: 10 × 1.2 × 2 = 24 (more if loopback RTT under load
-    // exceeds the 5 ms floor), announced after the 2 s confirmation.
+    let failures = hurt["failures"].as_u64().unwrap_or_default();
+    assert!(failures >= 2, "{hurt}");
+    assert_eq!(
+        hurt["trust"].as_u64(),
+        Some(100u64.saturating_sub(10 * failures)),
+        "10 points per failure: {hurt}"
+    );
+    // Two failures and trust 80: at least 10 × 1.2 × 2 = 24, announced after the 2 s
+    // confirmation.
     let cost = wait_for("b's cost rises", || {
         peer(&a, "acme/b")["link_cost"]
             .as_u64()
@@ -52,8 +61,8 @@ fn failures_lower_trust_and_survive_a_restart() {
     a.stop_with("-TERM");
     a.start();
     let remembered = peer(&a, "acme/b");
-    assert_eq!(remembered["failures"], 2, "{remembered}");
-    assert_eq!(remembered["trust"], 80);
+    assert_eq!(remembered["failures"], failures, "{remembered}");
+    assert_eq!(remembered["trust"], hurt["trust"]);
     assert!(
         remembered["link_cost"].as_u64().is_some_and(|c| c >= 24),
         "the cost it had ({cost}) is where it starts: {remembered}"

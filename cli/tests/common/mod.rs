@@ -251,6 +251,10 @@ impl Node {
     pub fn configure(&self, peers: &[(&str, u16)], extra: &str) {
         let mut text = format!("listen = \"127.0.0.1:{}\"\n{extra}\n", self.port);
         text.push_str("[timers]\nhold_time = \"3s\"\nkeepalive = \"1s\"\nconnect_retry_min = \"100ms\"\nconnect_retry_max = \"1s\"\n");
+        // Every daemon of a test shares one loaded host: RTT there measures the
+        // scheduler, not a link (tens of ms under a parallel build), so it must not move
+        // the paths tests check. Failures, trust and loss still score.
+        text.push_str("[scoring]\nrtt_floor = \"1s\"\n");
         for (id, port) in peers {
             text.push_str(&format!(
                 "[[peer]]\naddress = \"127.0.0.1:{port}\"\nnode_id = \"{id}\"\n"

@@ -23,8 +23,10 @@ use toml::Spanned;
 use trellis_routing::{NodeId, OrgId};
 
 mod dataplane;
+mod scoring;
 mod source;
 
+pub use scoring::Scoring;
 pub use source::{parse_duration, ConfigError};
 pub(crate) use source::{read_text, Int, Source, Text, ANY_POSITIVE};
 
@@ -216,6 +218,8 @@ pub struct NodeConfig {
     pub peers: Vec<StaticPeer>,
     /// The data plane's limits and allow rules.
     pub dataplane: crate::dataplane::Settings,
+    /// How peer measurements become link costs.
+    pub scoring: Scoring,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +235,8 @@ struct RawNode {
     peers: Vec<RawPeer>,
     #[serde(default)]
     dataplane: dataplane::RawDataplane,
+    #[serde(default)]
+    scoring: scoring::RawScoring,
 }
 
 #[derive(Default, Deserialize)]
@@ -280,6 +286,7 @@ impl NodeConfig {
             limits: Limits::default(),
             peers: Vec::new(),
             dataplane: crate::dataplane::Settings::default(),
+            scoring: Scoring::default(),
         }
     }
 
@@ -344,6 +351,7 @@ impl NodeConfig {
             });
         }
         let dataplane = dataplane::dataplane(&src, &raw.dataplane)?;
+        let scoring = scoring::scoring(&src, &raw.scoring)?;
         Ok(Self {
             listen,
             peering_dir,
@@ -351,6 +359,7 @@ impl NodeConfig {
             limits,
             peers,
             dataplane,
+            scoring,
         })
     }
 

@@ -108,6 +108,7 @@ fn example_node_config_sets_every_key() {
         defaults
     );
     assert_eq!(d.allow.as_ref().map(|a| a.rules().len()), Some(2));
+    assert_eq!(c.scoring, super::Scoring::default());
 }
 
 #[test]

@@ -122,6 +122,9 @@ fn restart_needed(old: &NodeConfig, new: &NodeConfig) -> Vec<String> {
     if old.dataplane != new.dataplane {
         out.push("dataplane".into());
     }
+    if old.scoring != new.scoring {
+        out.push("scoring".into());
+    }
     out
 }
 

@@ -695,7 +695,7 @@ impl RoutingLoop {
             }
             Event::Rtt { peer, micros } => {
                 self.scores
-                    .rtt(&peer, std::time::Duration::from_micros(micros));
+                    .rtt(now, &peer, std::time::Duration::from_micros(micros));
             }
             Event::Sample {
                 peer,

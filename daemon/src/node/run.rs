@@ -198,7 +198,7 @@ pub async fn run(
         dial_tx,
     );
     routing.set_scores(super::scores::Scores::new(
-        trellis_routing::scoring::ScoreConfig::default(),
+        config.scoring.score_config(),
         restored.peer_scores.clone(),
     ));
     routing.set_limits(

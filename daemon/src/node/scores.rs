@@ -82,8 +82,8 @@ impl Scores {
     }
 
     /// An application round trip (keepalive).
-    pub(super) fn rtt(&mut self, peer: &NodeId, rtt: Duration) {
-        self.with(peer, |s| s.rtt_sample(rtt));
+    pub(super) fn rtt(&mut self, now: Instant, peer: &NodeId, rtt: Duration) {
+        self.with(peer, |s| s.rtt_sample(now, rtt));
     }
 
     /// A sample of the connection: QUIC's RTT estimate and its packet counters.
@@ -96,7 +96,7 @@ impl Scores {
         lost: u64,
     ) {
         self.with(peer, |s| {
-            s.rtt_sample(rtt);
+            s.rtt_sample(now, rtt);
             s.packets(now, sent, lost);
         });
     }

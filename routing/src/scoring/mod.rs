@@ -9,6 +9,8 @@
 //!   out of it — for `confirm` when it got worse (traffic moves off a degraded link in
 //!   seconds), for `hold_down` when it got better (a recovered link wins traffic back
 //!   only after it stays good). Jitter inside the band never changes the cost.
+//! - RTT is the moving average of a windowed minimum of the samples, so queueing that
+//!   a burst of traffic causes does not make a link look far away.
 //! - Trust starts at the configured level, drops with each session failure and each
 //!   piece of invalid input, and recovers slowly; it never exceeds the configured level.
 //! - [`ScoreState`] is what survives a restart, so a bad peer is not forgiven by one.
@@ -23,6 +25,10 @@ pub use cost::{link_cost, CostInputs};
 /// How measurements become a cost.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreConfig {
+    /// RTT samples go through a minimum over this window before they are averaged: a
+    /// burst of queueing (a bulk transfer on the link, a busy host) inflates every sample
+    /// for a while, the minimum only when it lasts.
+    pub rtt_window: Duration,
     /// Weight of a new RTT sample below the moving average (TCP's SRTT uses 1/8).
     pub rtt_gain: f64,
     /// Weight of a new RTT sample above the average: a slower link is believed sooner
@@ -59,6 +65,7 @@ pub struct ScoreConfig {
 impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
+            rtt_window: Duration::from_secs(5),
             rtt_gain: 0.125,
             rtt_gain_up: 0.3,
             rtt_floor: Duration::from_millis(5),
@@ -110,6 +117,7 @@ pub struct PeerScore {
     base_cost: u32,
     base_trust: u32,
     rtt: Option<Duration>,
+    recent_rtt: VecDeque<(Instant, Duration)>,
     loss_samples: VecDeque<(Instant, u64, u64)>,
     loss: f64,
     failures: VecDeque<Instant>,
@@ -128,6 +136,7 @@ impl PeerScore {
             base_cost: base_cost.max(1),
             base_trust: base_trust.min(100),
             rtt: None,
+            recent_rtt: VecDeque::new(),
             loss_samples: VecDeque::new(),
             loss: 0.0,
             failures: VecDeque::new(),
@@ -191,8 +200,18 @@ impl PeerScore {
         self.base_trust = base_trust.min(100);
     }
 
-    /// A round-trip sample (QUIC's estimate or an application probe).
-    pub fn rtt_sample(&mut self, rtt: Duration) {
+    /// A round-trip sample (QUIC's estimate or an application probe) taken at `now`.
+    pub fn rtt_sample(&mut self, now: Instant, rtt: Duration) {
+        self.recent_rtt.push_back((now, rtt));
+        while self.recent_rtt.len() > 1
+            && self
+                .recent_rtt
+                .front()
+                .is_some_and(|&(t, _)| now.saturating_duration_since(t) > self.cfg.rtt_window)
+        {
+            self.recent_rtt.pop_front();
+        }
+        let rtt = self.recent_rtt.iter().map(|&(_, r)| r).min().unwrap_or(rtt);
         self.rtt = Some(match self.rtt {
             None => rtt,
             Some(old) => {

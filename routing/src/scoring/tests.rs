@@ -59,7 +59,7 @@ fn feed(score: &mut PeerScore, now: &mut Instant, secs: u32, rtt: Duration) -> V
     let mut out = Vec::new();
     for _ in 0..secs {
         *now += S;
-        score.rtt_sample(rtt);
+        score.rtt_sample(*now, rtt);
         out.extend(score.evaluate(*now));
     }
     out
@@ -87,7 +87,7 @@ fn a_degraded_link_costs_more_after_confirm_and_wins_back_only_after_the_hold_do
     let mut back = None;
     for _ in 0..60 {
         now += S;
-        score.rtt_sample(MS / 5);
+        score.rtt_sample(now, MS / 5);
         if let Some(c) = score.evaluate(now) {
             back = Some((c, now));
             break;
@@ -97,6 +97,18 @@ fn a_degraded_link_costs_more_after_confirm_and_wins_back_only_after_the_hold_do
     assert!(cost < 15, "{cost}");
     assert!(at.duration_since(recovered_at) >= Duration::from_secs(30));
     assert!(start < recovered_at);
+}
+
+#[test]
+fn a_burst_of_queueing_shorter_than_the_window_does_not_move_the_cost() {
+    let mut now = Instant::now();
+    let mut score = PeerScore::new(ScoreConfig::default(), 10, 100, now);
+    feed(&mut score, &mut now, 20, MS);
+    // Four seconds of 80 ms (a bulk transfer queueing on the link): the minimum over the
+    // 5 s window stays at 1 ms.
+    assert!(feed(&mut score, &mut now, 4, MS * 80).is_empty());
+    assert!(feed(&mut score, &mut now, 20, MS).is_empty());
+    assert_eq!(score.cost(), 10);
 }
 
 #[test]
@@ -173,13 +185,13 @@ fn steady_jitter_around_a_wan_rtt_leaves_the_cost_alone() {
     let mut score = PeerScore::new(ScoreConfig::default(), 10, 100, now);
     for _ in 0..60 {
         now += S;
-        score.rtt_sample((MS * 40).mul_f64(jitter.factor(0.15)));
+        score.rtt_sample(now, (MS * 40).mul_f64(jitter.factor(0.15)));
         score.evaluate(now);
     }
     let settled = score.changes();
     for _ in 0..3600 {
         now += S;
-        score.rtt_sample((MS * 40).mul_f64(jitter.factor(0.15)));
+        score.rtt_sample(now, (MS * 40).mul_f64(jitter.factor(0.15)));
         score.evaluate(now);
     }
     assert_eq!(score.changes(), settled, "an hour of ±15 % jitter at 40 ms");
@@ -210,7 +222,7 @@ proptest! {
         let mean = MS * u32::try_from(mean_ms).unwrap_or(1);
         for _ in 0..60 {
             now += S;
-            score.rtt_sample(mean.mul_f64(jitter.factor(0.15)));
+            score.rtt_sample(now, mean.mul_f64(jitter.factor(0.15)));
             score.evaluate(now);
         }
         let settled = score.changes();
@@ -218,7 +230,7 @@ proptest! {
         let mut costs = vec![score.cost()];
         for _ in 0..600 {
             now += S;
-            score.rtt_sample(mean.mul_f64(jitter.factor(0.15)));
+            score.rtt_sample(now, mean.mul_f64(jitter.factor(0.15)));
             if let Some(cost) = score.evaluate(now) {
                 costs.push(cost);
             }
@@ -238,7 +250,7 @@ proptest! {
         let (mut sent, mut lost) = (0u64, 0u64);
         for (rtt_us, s, l, fail) in samples {
             now += S;
-            score.rtt_sample(Duration::from_micros(rtt_us));
+            score.rtt_sample(now, Duration::from_micros(rtt_us));
             sent += s;
             lost += l.min(s);
             score.packets(now, sent, lost);
