@@ -42,7 +42,10 @@
 //!    replaces), so the active set never returns to a set it left. Jitter can
 //!    still delay a swap between peers less than ~20 % apart.
 //! 6. **Probe.** The `max_warm` best non-active reachable candidates (measured
-//!    ones by cost, then unmeasured ones by node id) get a probe every round,
+//!    ones by cost, then unmeasured ones), one slot kept for the best unmeasured
+//!    candidate so a node keeps exploring, get a probe every round. With a
+//!    [`SelectionConfig::salt`], ties and unmeasured candidates are ordered by a
+//!    per-node hash, not by node id, so the nodes of an org spread their choices,
 //!    so cold candidates become warm and warm ones stay measured.
 //! 7. **Bounded.** The active set never exceeds
 //!    `max(max_active, number of pinned candidates)`, however many candidates
@@ -99,6 +102,15 @@ pub struct SelectionConfig {
     pub swap_margin_pct: u32,
     /// An active peer is kept at least this long before it may be swapped out.
     pub min_hold: Duration,
+    /// Active peers chosen not by cost but by the salted hash (one is the default when
+    /// `min_active` is at least 2): nearest-peer choices alone cut an org into
+    /// neighbourhoods that never meet; one "long link" per node keeps the mesh
+    /// connected, as small-world overlays do. Long links are never swapped for cost.
+    pub long_links: usize,
+    /// Spreads ties (unmeasured candidates, equal costs) differently per node, so
+    /// every node of an org does not pick and probe the same lowest ids; see
+    /// [`SelectionConfig::salted`]. 0 keeps node-id order.
+    pub salt: u64,
 }
 
 impl SelectionConfig {
@@ -112,8 +124,30 @@ impl SelectionConfig {
             max_warm: 4,
             swap_margin_pct: 30,
             min_hold: Duration::from_secs(60),
+            long_links: usize::from(min_active >= 2),
+            salt: 0,
         }
     }
+
+    /// The same settings with ties spread by `local`'s id.
+    pub fn salted(mut self, local: &NodeId) -> Self {
+        self.salt = mix(0x5452_454c_4c49_5321, local).max(1);
+        self
+    }
+}
+
+/// A 64-bit hash of `node` under `salt` (FNV-1a, then a SplitMix64 finalizer).
+fn mix(salt: u64, node: &NodeId) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ salt;
+    for b in node.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 impl Default for SelectionConfig {
@@ -153,6 +187,8 @@ pub struct Selector {
     cfg: SelectionConfig,
     /// Active peers and the instant each became active.
     active: BTreeMap<NodeId, Instant>,
+    /// The active peers that are long links.
+    long: BTreeSet<NodeId>,
 }
 
 /// A candidate after merging duplicate entries.
@@ -163,10 +199,12 @@ struct Merged {
     cost: Option<u32>,
 }
 
-/// Ranking key, lower is better: measured before unmeasured, then by cost,
-/// then by node id. The worst peer is the one with the greatest key.
-fn rank(node: &NodeId, cost: Option<u32>) -> (bool, u32, &NodeId) {
-    (cost.is_none(), cost.unwrap_or(u32::MAX), node)
+/// Ranking key, lower is better: measured before unmeasured, then by cost, then
+/// by the salted hash of the node (0 without a salt), then by node id. The worst
+/// peer is the one with the greatest key.
+fn rank(salt: u64, node: &NodeId, cost: Option<u32>) -> (bool, u32, u64, &NodeId) {
+    let spread = if salt == 0 { 0 } else { mix(salt, node) };
+    (cost.is_none(), cost.unwrap_or(u32::MAX), spread, node)
 }
 
 fn merge(candidates: &[Candidate]) -> BTreeMap<&NodeId, Merged> {
@@ -191,6 +229,7 @@ impl Selector {
         Self {
             cfg,
             active: BTreeMap::new(),
+            long: BTreeSet::new(),
         }
     }
 
@@ -212,6 +251,12 @@ impl Selector {
     /// The IO side reports an active peer's session was lost (it leaves the active set).
     pub fn lost(&mut self, node: &NodeId) {
         self.active.remove(node);
+        self.long.remove(node);
+    }
+
+    /// Whether `node` is active as a long link.
+    pub fn is_long_link(&self, node: &NodeId) -> bool {
+        self.long.contains(node)
     }
 
     /// Non-active reachable candidates not in `skip`, best first.
@@ -225,7 +270,8 @@ impl Selector {
             .filter(|(n, v)| v.reachable && !self.active.contains_key(**n) && !skip.contains(**n))
             .map(|(n, v)| (*n, v.cost))
             .collect();
-        idle.sort_by(|a, b| rank(a.0, a.1).cmp(&rank(b.0, b.1)));
+        let salt = self.cfg.salt;
+        idle.sort_by(|a, b| rank(salt, a.0, a.1).cmp(&rank(salt, b.0, b.1)));
         idle
     }
 
@@ -245,6 +291,7 @@ impl Selector {
             .collect();
         for n in gone {
             self.active.remove(&n);
+            self.long.remove(&n);
             down.push(n);
         }
 
@@ -254,6 +301,26 @@ impl Selector {
                 self.active.insert((*n).clone(), now);
                 up.push((*n).clone());
             }
+        }
+
+        // Long links: chosen by the salted hash among reachable candidates, whatever
+        // their cost, and kept while reachable.
+        let long_salt = self.cfg.salt ^ 0x4c4f_4e47_4c49_4e4b;
+        while self.long.len() < self.cfg.long_links.min(self.cfg.max_active) {
+            let pick = views
+                .iter()
+                .filter(|(n, v)| v.reachable && !v.pinned && !self.long.contains(**n))
+                .min_by_key(|(n, _)| (mix(long_salt, n), **n))
+                .map(|(n, _)| (*n).clone());
+            let Some(pick) = pick else { break };
+            if !self.active.contains_key(&pick) {
+                if self.active.len() >= self.cfg.max_active {
+                    break;
+                }
+                self.active.insert(pick.clone(), now);
+                up.push(pick.clone());
+            }
+            self.long.insert(pick);
         }
 
         // Rule 3: fill up to min_active (never beyond max_active).
@@ -268,18 +335,22 @@ impl Selector {
             up.push(n.clone());
         }
 
-        // Rule 4: trim down to max_active, worst non-pinned first.
+        // Rule 4: trim down to max_active, worst non-pinned first; a long link goes
+        // only when nothing else is left to trim (pinned peers took the room).
+        let salt = self.cfg.salt;
         let pinned = |n: &NodeId| views.get(n).is_some_and(|v| v.pinned);
         let cost = |n: &NodeId| views.get(n).and_then(|v| v.cost);
         while self.active.len() > self.cfg.max_active {
             let worst = self
                 .active
                 .keys()
-                .filter(|n| !pinned(n))
-                .max_by(|a, b| rank(a, cost(a)).cmp(&rank(b, cost(b))))
+                .filter(|n| !pinned(n) && !self.long.contains(*n))
+                .max_by(|a, b| rank(salt, a, cost(a)).cmp(&rank(salt, b, cost(b))))
+                .or_else(|| self.long.iter().find(|n| !pinned(n)))
                 .cloned();
             let Some(worst) = worst else { break };
             self.active.remove(&worst);
+            self.long.remove(&worst);
             down.push(worst);
         }
 
@@ -290,11 +361,12 @@ impl Selector {
             .iter()
             .filter(|(n, since)| {
                 !pinned(n)
+                    && !self.long.contains(*n)
                     && !changed.contains(*n)
                     && now.saturating_duration_since(**since) >= self.cfg.min_hold
             })
             .filter_map(|(n, _)| cost(n).map(|c| (n, c)))
-            .max_by(|a, b| rank(a.0, Some(a.1)).cmp(&rank(b.0, Some(b.1))))
+            .max_by(|a, b| rank(salt, a.0, Some(a.1)).cmp(&rank(salt, b.0, Some(b.1))))
             .map(|(n, c)| (n.clone(), c));
         if let Some((worst, worst_cost)) = worst {
             let keep_pct = u64::from(100u32.saturating_sub(self.cfg.swap_margin_pct));
@@ -314,9 +386,30 @@ impl Selector {
             }
         }
 
-        // Rule 6: probe the best idle candidates.
-        let probes = self.ranked_idle(&views, &BTreeSet::new());
-        let probes = probes.into_iter().take(self.cfg.max_warm);
+        // Rule 6: probe the best idle candidates, keeping one probe for the best
+        // unmeasured one so that every node keeps exploring beyond what it knows.
+        let idle = self.ranked_idle(&views, &BTreeSet::new());
+        let mut probes: Vec<(&NodeId, Option<u32>)> = Vec::with_capacity(self.cfg.max_warm);
+        let explore = idle.iter().find(|(_, c)| c.is_none()).copied();
+        let measured_slots = if explore.is_some() && self.cfg.max_warm >= 2 {
+            self.cfg.max_warm - 1
+        } else {
+            self.cfg.max_warm
+        };
+        probes.extend(idle.iter().take(measured_slots).copied());
+        if let Some(e) = explore {
+            if probes.len() < self.cfg.max_warm && !probes.iter().any(|(n, _)| *n == e.0) {
+                probes.push(e);
+            }
+        }
+        probes.extend(
+            idle.iter()
+                .filter(|(n, _)| !probes.iter().any(|(p, _)| p == n))
+                .take(self.cfg.max_warm.saturating_sub(probes.len()))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        let probes = probes.into_iter();
 
         let mut out = Vec::with_capacity(down.len() + up.len() + self.cfg.max_warm);
         out.extend(down.into_iter().map(Action::Deactivate));
@@ -353,10 +446,12 @@ mod tests {
             ..c(i, cost)
         }
     }
+    /// Cost rules only (no long link).
     fn cfg(min_active: usize, max_active: usize) -> SelectionConfig {
         SelectionConfig {
             min_active,
             max_active,
+            long_links: 0,
             ..SelectionConfig::default()
         }
     }
@@ -393,7 +488,7 @@ mod tests {
 
     #[test]
     fn fills_to_min_best_first_unmeasured_last() {
-        let mut s = Selector::new(SelectionConfig::default());
+        let mut s = Selector::new(cfg(3, 5));
         let cands = [
             c(1, None),
             c(2, Some(50)),
@@ -404,7 +499,7 @@ mod tests {
         let [_, up, probe] = split(&s.decide(Instant::now(), &cands));
         assert_eq!((up, probe), (ids(&[3, 5, 2]), ids(&[1, 4])));
         // Two measured: the third is the smallest unmeasured id; cost ties by id.
-        let mut s = Selector::new(SelectionConfig::default());
+        let mut s = Selector::new(cfg(3, 5));
         let cands = [c(9, None), c(1, None), c(5, Some(7)), c(4, Some(7))];
         let [_, up, probe] = split(&s.decide(Instant::now(), &cands));
         assert_eq!((up, probe), (ids(&[4, 5, 1]), ids(&[9])));
@@ -412,7 +507,7 @@ mod tests {
 
     #[test]
     fn fills_with_what_there_is_and_drops_vanished() {
-        let mut s = Selector::new(SelectionConfig::default());
+        let mut s = Selector::new(cfg(3, 5));
         let t = Instant::now();
         assert_eq!(s.decide(t, &[]), vec![]);
         assert_eq!(
@@ -430,7 +525,7 @@ mod tests {
 
     #[test]
     fn unreachable_never_activated_nor_probed_and_dropped_when_active() {
-        let mut s = Selector::new(SelectionConfig::default());
+        let mut s = Selector::new(cfg(3, 5));
         let t = Instant::now();
         let mut cands: Vec<_> = (1..=4).map(|i| c(i, Some(i as u32))).collect();
         cands[0].reachable = false;
@@ -543,5 +638,54 @@ mod tests {
         cands[2].reachable = false;
         let out = s.decide(Instant::now(), &cands);
         assert_eq!(split(&out), [vec![], ids(&[9]), ids(&[8, 1, 2, 4])]);
+    }
+
+    #[test]
+    fn a_probe_slot_is_kept_for_an_unmeasured_candidate() {
+        let mut s = Selector::new(SelectionConfig::for_role(NodeRole::Thin));
+        let mut cands: Vec<_> = (1..=10).map(|i| c(i, Some(10 + i as u32))).collect();
+        cands.extend((11..=15).map(|i| c(i, None)));
+        let out = s.decide(Instant::now(), &cands);
+        // Thin: one active (the cheapest), then three measured probes and one cold.
+        assert_eq!(split(&out), [vec![], ids(&[1]), ids(&[2, 3, 4, 11])]);
+    }
+
+    #[test]
+    fn salted_nodes_spread_their_choices_among_equal_candidates() {
+        let cands: Vec<_> = (1..=100).map(|i| c(i, None)).collect();
+        let chosen = |local: &str| {
+            let cfg = SelectionConfig::default().salted(&NodeId::new(local).expect("id"));
+            let mut s = Selector::new(cfg);
+            let out = s.decide(Instant::now(), &cands);
+            split(&out)[1].clone()
+        };
+        let (a, b) = (chosen("acme/a"), chosen("acme/b"));
+        assert_eq!((a.len(), b.len()), (3, 3));
+        assert_ne!(a, b, "two nodes pick different unmeasured peers");
+        assert_eq!(a, chosen("acme/a"), "deterministic for a node");
+    }
+
+    #[test]
+    fn a_long_link_is_kept_whatever_its_cost() {
+        let cfg = SelectionConfig {
+            min_active: 2,
+            max_active: 2,
+            ..SelectionConfig::default()
+        }
+        .salted(&id(0));
+        assert_eq!(cfg.long_links, 1);
+        let mut s = Selector::new(cfg);
+        let t0 = Instant::now();
+        let cands: Vec<_> = (1..=20).map(|i| c(i, Some(10 * i as u32))).collect();
+        s.decide(t0, &cands);
+        let long: Vec<NodeId> = s.active().filter(|n| s.is_long_link(n)).cloned().collect();
+        assert_eq!(long.len(), 1);
+        // Rounds later, however expensive, the long link stays; the other slot is the
+        // cheapest candidate.
+        for round in 1..10u32 {
+            s.decide(t0 + HOLD * round, &cands);
+        }
+        assert!(s.is_active(&long[0]));
+        assert!(s.is_active(&id(1)) || long[0] == id(1));
     }
 }

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use trellis_testbed::net::cluster::{NetOptions, Timers};
 use trellis_testbed::run::{healthy, run, summary, SimOptions};
-use trellis_testbed::sim::{LinkParams, SimConfig};
+use trellis_testbed::sim::select::{self, SelectOptions};
+use trellis_testbed::sim::{LinkParams, LinkSpread, SimConfig};
 use trellis_testbed::topology::Shape;
 
 #[derive(Parser)]
@@ -26,6 +27,9 @@ struct Cli {
 enum Cmd {
     /// Simulate N routing cores in one process under a virtual clock.
     Sim(SimArgs),
+    /// Study peer selection inside one org: N nodes on a plane, each running the
+    /// selector in rounds against a directory of every other node.
+    SimSelect(SelectArgs),
     /// Start a whole network of real daemons (authorities, nodes, link emulator) and leave it running.
     Up {
         /// line, ring, star, grid, mesh, random, multi-org, or a .toml topology file.
@@ -219,6 +223,18 @@ struct SimArgs {
     /// Loss per transmission: a fraction (0.05) or a percentage (5%).
     #[arg(long, default_value = "0")]
     loss: String,
+    /// Each link's one-way delay is drawn (from the seed) in
+    /// [link-delay-ms, link-delay-ms + this], in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    link_delay_spread_ms: f64,
+    /// Each link's loss is drawn (from the seed) in [loss, max(loss, this)]:
+    /// a fraction or a percentage.
+    #[arg(long, default_value = "0")]
+    link_loss_max: String,
+    /// Link costs from the scoring formula (base 10, RTT twice the link's delay,
+    /// its loss) instead of the common delay in milliseconds.
+    #[arg(long)]
+    scored_costs: bool,
     /// Batching interval of every router (MRAI), in milliseconds.
     #[arg(long, default_value_t = 50.0)]
     mrai_ms: f64,
@@ -233,7 +249,40 @@ struct SimArgs {
     json: bool,
 }
 
-fn parse_loss(s: &str) -> Result<f64> {
+#[derive(clap::Args)]
+struct SelectArgs {
+    /// Number of nodes (one org).
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Seed of the placement, the losses and the jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One-way delay across the diagonal of the square, on top of 1 ms, in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    max_delay_ms: f64,
+    /// Each pair's loss is drawn in [0, this]: a fraction or a percentage.
+    #[arg(long, default_value = "1%")]
+    loss_max: String,
+    /// Each round every measured cost is off by up to ± this many percent.
+    #[arg(long, default_value_t = 10.0)]
+    jitter_pct: f64,
+    /// Seed nodes (indices 0, 1, ...) every node knows from its config.
+    #[arg(long, default_value_t = 2)]
+    bootstrap: usize,
+    /// Most rounds to run.
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
+    /// Keep running all the rounds after the first one without changes (to see
+    /// whether changes come back).
+    #[arg(long)]
+    run_all: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A loss given as a fraction (0.05) or a percentage (5%), for option `--name`.
+fn parse_loss(name: &str, s: &str) -> Result<f64> {
     let (num, scale) = match s.strip_suffix('%') {
         Some(n) => (n, 100.0),
         None => (s, 1.0),
@@ -241,10 +290,10 @@ fn parse_loss(s: &str) -> Result<f64> {
     let v: f64 = num
         .trim()
         .parse()
-        .with_context(|| format!("--loss {s:?} is not a number"))?;
+        .with_context(|| format!("--{name} {s:?} is not a number"))?;
     let v = v / scale;
     if !(0.0..1.0).contains(&v) {
-        bail!("--loss {s:?} must be in [0, 1) (or [0%, 100%))");
+        bail!("--{name} {s:?} must be in [0, 1) (or [0%, 100%))");
     }
     Ok(v)
 }
@@ -297,13 +346,18 @@ fn sim(a: SimArgs) -> Result<ExitCode> {
         seed: a.seed,
         link: LinkParams {
             delay: millis("link-delay-ms", a.link_delay_ms)?,
-            loss: parse_loss(&a.loss)?,
+            loss: parse_loss("loss", &a.loss)?,
         },
         config: SimConfig {
             mrai: millis("mrai-ms", a.mrai_ms)?,
             detect: millis("detect-ms", a.detect_ms)?,
             graceful_restart: false,
             seed: a.seed,
+            spread: LinkSpread {
+                delay_spread: millis("link-delay-spread-ms", a.link_delay_spread_ms)?,
+                loss_max: parse_loss("link-loss-max", &a.link_loss_max)?,
+            },
+            scored_costs: a.scored_costs,
         },
         fail_node,
         limit: Duration::from_secs(3600),
@@ -322,11 +376,32 @@ fn sim(a: SimArgs) -> Result<ExitCode> {
     })
 }
 
+fn sim_select(a: SelectArgs) -> Result<ExitCode> {
+    let opts = SelectOptions {
+        nodes: a.nodes,
+        seed: a.seed,
+        max_delay_ms: a.max_delay_ms,
+        loss_max: parse_loss("loss-max", &a.loss_max)?,
+        jitter_pct: a.jitter_pct,
+        bootstrap: a.bootstrap,
+        rounds: a.rounds,
+        run_all: a.run_all,
+    };
+    let report = select::run(&opts).map_err(anyhow::Error::msg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", select::summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn net(cmd: Cmd) -> Result<ExitCode> {
     use trellis_testbed::net::{commands, demo, scenario};
     let msg = anyhow::Error::msg;
     match cmd {
         Cmd::Sim(a) => sim(a),
+        Cmd::SimSelect(a) => sim_select(a),
         Cmd::Up {
             topology,
             nodes,

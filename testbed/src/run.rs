@@ -21,7 +21,7 @@ pub struct SimOptions {
     pub orgs: usize,
     /// Seed of the topology and of loss draws.
     pub seed: u64,
-    /// Delay and loss of every link.
+    /// Delay and loss of every link (each link's own with `config.spread`).
     pub link: LinkParams,
     /// Router and detection settings.
     pub config: SimConfig,
@@ -40,6 +40,160 @@ pub struct Spread {
     pub mean: f64,
     /// Largest.
     pub max: usize,
+}
+
+impl Spread {
+    /// Min, mean and max of `v` (zeroes when it is empty).
+    pub fn of(v: &[usize]) -> Self {
+        Self {
+            min: v.iter().copied().min().unwrap_or(0),
+            mean: v.iter().sum::<usize>() as f64 / v.len().max(1) as f64,
+            max: v.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+/// Min, mean and max of a real quantity.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct SpreadF {
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl SpreadF {
+    /// Min, mean and max of `values` (zeroes when there are none).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let (mut min, mut max, mut sum, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0usize);
+        for v in values {
+            (min, max, sum, n) = (min.min(v), max.max(v), sum + v, n + 1);
+        }
+        if n == 0 {
+            return Self {
+                min: 0.0,
+                mean: 0.0,
+                max: 0.0,
+            };
+        }
+        Self {
+            min,
+            mean: sum / n as f64,
+            max,
+        }
+    }
+}
+
+/// How fast the forwarding paths are: every delivered (node, service of
+/// another node) pair's one-way delay along its path, against the fastest
+/// path over the same links.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PathQuality {
+    /// Pairs measured.
+    pub pairs: usize,
+    /// Mean hops.
+    pub mean_hops: f64,
+    /// Mean one-way delay along the paths taken (ms).
+    pub mean_delay_ms: f64,
+    /// Mean one-way delay of the fastest paths (ms).
+    pub mean_fastest_ms: f64,
+    /// Path delay over fastest delay, over pairs whose fastest delay is not zero.
+    pub stretch: SpreadF,
+    /// Mean of the loss rates of the links on each path, summed along it.
+    pub mean_path_loss: f64,
+}
+
+/// Where `at` forwards `s`: `None` nowhere (no route, dead link or node),
+/// `Some(None)` it originates `s`, else the next node.
+fn next_hop(sim: &Sim, at: usize, s: &ServiceName) -> Option<Option<usize>> {
+    let (_, best) = sim.router(at).resolve(s)?;
+    let Some(id) = best.next_hop else {
+        return Some(None);
+    };
+    let next = sim.index_of(&id).filter(|&next| sim.link_up(at, next))?;
+    Some(Some(next))
+}
+
+/// Hops, delay (µs) and summed loss from a node to the origin along the
+/// forwarding path; `None` if traffic does not get there.
+type Path = Option<(usize, u64, f64)>;
+
+/// Measures [`PathQuality`] now. Per service: one Dijkstra (by link delay)
+/// from its origin, and one hop per node (each node's path is its next
+/// hop's plus one link, as in [`walk`]).
+pub fn path_quality(sim: &Sim) -> PathQuality {
+    use petgraph::graph::{NodeIndex, UnGraph};
+    let n = sim.ids().len();
+    let mut g: UnGraph<(), u64> = UnGraph::with_capacity(n, sim.link_count());
+    for _ in 0..n {
+        g.add_node(());
+    }
+    for (a, b) in sim.link_ends().filter(|&(a, b)| sim.link_up(a, b)) {
+        let d = sim.link(a, b).map_or(0, |(p, _)| us(p.delay));
+        g.add_edge(NodeIndex::new(a), NodeIndex::new(b), d);
+    }
+    let (mut pairs, mut hops, mut delay, mut fastest, mut loss) = (0usize, 0usize, 0u64, 0u64, 0.0);
+    let mut stretch = Vec::new();
+    let mut chain = Vec::new();
+    let mut memo: Vec<Option<Path>> = vec![None; n];
+    for origin in (0..n).filter(|i| sim.alive(*i)) {
+        let s = service_of(sim, origin);
+        let best = petgraph::algo::dijkstra(&g, NodeIndex::new(origin), None, |e| *e.weight());
+        memo.iter_mut().for_each(|m| *m = None);
+        for from in (0..n).filter(|&i| i != origin && sim.alive(i)) {
+            chain.clear();
+            let mut at = from;
+            let mut end = loop {
+                if let Some(known) = memo[at] {
+                    break known;
+                }
+                if chain.contains(&at) {
+                    break None;
+                }
+                chain.push(at);
+                match next_hop(sim, at, &s) {
+                    None => break None,
+                    Some(None) => {
+                        memo[at] = Some(Some((0, 0, 0.0)));
+                        chain.pop();
+                        break Some((0, 0, 0.0));
+                    }
+                    Some(Some(next)) => at = next,
+                }
+            };
+            // Back along the chain: each node forwards to the one after it.
+            let mut next = at;
+            for &node in chain.iter().rev() {
+                let (p, _) = sim.link(node, next).unwrap_or_default();
+                end = end.map(|(h, d, l)| (h + 1, d + us(p.delay), l + p.loss));
+                memo[node] = Some(end);
+                next = node;
+            }
+            let (Some((h, d, l)), Some(&f)) = (end, best.get(&NodeIndex::new(from))) else {
+                continue;
+            };
+            (pairs, hops, delay, fastest, loss) =
+                (pairs + 1, hops + h, delay + d, fastest + f, loss + l);
+            if f > 0 {
+                stretch.push(d as f64 / f as f64);
+            }
+        }
+    }
+    let per = |x: f64| x / pairs.max(1) as f64;
+    PathQuality {
+        pairs,
+        mean_hops: per(hops as f64),
+        mean_delay_ms: per(delay as f64) / 1000.0,
+        mean_fastest_ms: per(fastest as f64) / 1000.0,
+        stretch: SpreadF::of(stretch),
+        mean_path_loss: per(loss),
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The outcome of one phase.
@@ -83,6 +237,14 @@ pub struct SimReport {
     pub link_delay_ms: f64,
     /// Loss per transmission.
     pub loss: f64,
+    /// Each link's delay is drawn in `[link_delay_ms, link_delay_ms + this]` (ms).
+    pub link_delay_spread_ms: f64,
+    /// Each link's loss is drawn in `[loss, max(loss, this)]`.
+    pub link_loss_max: f64,
+    /// Whether link costs come from the scoring formula (else the common delay in ms).
+    pub scored_costs: bool,
+    /// Link cost (as both ends configure it) over the links.
+    pub link_cost: SpreadF,
     /// Batching interval (ms).
     pub mrai_ms: f64,
     /// Failure detection delay (ms).
@@ -91,6 +253,8 @@ pub struct SimReport {
     pub initial: Phase,
     /// Loc-RIB size per node after the initial convergence.
     pub routes_per_node: Spread,
+    /// Delay of the forwarding paths after the initial convergence.
+    pub paths: PathQuality,
     /// The failure, if one was asked for.
     pub failure: Option<Failure>,
     /// Real time the run took (ms); not deterministic.
@@ -188,11 +352,8 @@ pub fn run(opts: &SimOptions) -> Result<SimReport, String> {
     let rib: Vec<usize> = (0..topo.nodes.len())
         .map(|i| sim.router(i).loc_rib().len())
         .collect();
-    let routes_per_node = Spread {
-        min: rib.iter().copied().min().unwrap_or(0),
-        mean: rib.iter().sum::<usize>() as f64 / rib.len().max(1) as f64,
-        max: rib.iter().copied().max().unwrap_or(0),
-    };
+    let routes_per_node = Spread::of(&rib);
+    let paths = path_quality(&sim);
 
     let failure = match opts.fail_node {
         None => None,
@@ -231,10 +392,19 @@ pub fn run(opts: &SimOptions) -> Result<SimReport, String> {
         seed: opts.seed,
         link_delay_ms: opts.link.delay.as_secs_f64() * 1000.0,
         loss: opts.link.loss,
+        link_delay_spread_ms: opts.config.spread.delay_spread.as_secs_f64() * 1000.0,
+        link_loss_max: opts.config.spread.loss_max.max(opts.link.loss),
+        scored_costs: opts.config.scored_costs,
+        link_cost: SpreadF::of(
+            sim.link_ends()
+                .filter_map(|(a, b)| sim.link(a, b))
+                .map(|(_, c)| f64::from(c)),
+        ),
         mrai_ms: opts.config.mrai.as_secs_f64() * 1000.0,
         detect_ms: opts.config.detect.as_secs_f64() * 1000.0,
         initial,
         routes_per_node,
+        paths,
         failure,
         wall_ms: wall.elapsed().as_millis() as u64,
     })
@@ -265,6 +435,26 @@ pub fn summary(r: &SimReport) -> String {
         r.loss * 100.0,
         r.mrai_ms
     );
+    if r.link_delay_spread_ms > 0.0 || r.link_loss_max > r.loss {
+        s += &format!(
+            "per link: delay {} to {} ms, loss {:.1}% to {:.1}%\n",
+            r.link_delay_ms,
+            r.link_delay_ms + r.link_delay_spread_ms,
+            r.loss * 100.0,
+            r.link_loss_max * 100.0
+        );
+    }
+    s += &format!(
+        "link costs ({}): min {} mean {:.1} max {}\n",
+        if r.scored_costs {
+            "scored from RTT and loss"
+        } else {
+            "common delay in ms"
+        },
+        r.link_cost.min,
+        r.link_cost.mean,
+        r.link_cost.max
+    );
     let p = &r.initial;
     s += &format!(
         "initial: converged in {:.1} ms virtual{}; {} messages ({} update batches, {} announcements, {} withdrawals, {} manifests)\n",
@@ -282,6 +472,17 @@ pub fn summary(r: &SimReport) -> String {
         r.routes_per_node.mean,
         r.routes_per_node.max,
         audit_line(&p.end)
+    );
+    let q = &r.paths;
+    s += &format!(
+        "paths ({} pairs): mean {:.2} hops, {:.2} ms one-way (fastest {:.2} ms), stretch mean {:.3} max {:.2}, summed loss {:.2}%\n",
+        q.pairs,
+        q.mean_hops,
+        q.mean_delay_ms,
+        q.mean_fastest_ms,
+        q.stretch.mean,
+        q.stretch.max,
+        q.mean_path_loss * 100.0,
     );
     if let Some(f) = &r.failure {
         s += &format!(

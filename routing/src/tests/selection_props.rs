@@ -50,7 +50,12 @@ fn role() -> impl Strategy<Value = NodeRole> {
 
 /// Whether the cheapest idle node may replace the dearest active one.
 fn swap_possible(s: &Selector, cost: &BTreeMap<NodeId, u32>, margin: u32) -> bool {
-    let worst = s.active().filter_map(|n| cost.get(n)).max();
+    // Long links are chosen whatever their cost: only the others compete.
+    let worst = s
+        .active()
+        .filter(|n| !s.is_long_link(n))
+        .filter_map(|n| cost.get(n))
+        .max();
     let best = cost
         .iter()
         .filter(|(n, _)| !s.is_active(n))
@@ -68,7 +73,10 @@ fn swap_possible(s: &Selector, cost: &BTreeMap<NodeId, u32>, margin: u32) -> boo
 /// first fill is already the best set and no round ever swaps.
 #[test]
 fn separated_costs_never_swap_under_jitter() {
-    let mut s = Selector::new(SelectionConfig::default());
+    let mut s = Selector::new(SelectionConfig {
+        long_links: 0,
+        ..SelectionConfig::default()
+    });
     let mut t = Instant::now();
     for round in 0..60 {
         let cands: Vec<_> = (0..10)
@@ -205,7 +213,7 @@ proptest! {
             1..12),
     ) {
         let min_hold = Duration::from_millis(hold_ms);
-        let cfg = SelectionConfig { min_active, max_active, max_warm, swap_margin_pct, min_hold };
+        let cfg = SelectionConfig { min_active, max_active, max_warm, swap_margin_pct, min_hold, long_links: min_active % 2, salt: 0 };
         let mut s = Selector::new(cfg);
         let mut now = Instant::now();
         for (advance, cands, lost) in rounds {

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use trellis_routing::scoring::{link_cost, CostInputs, ScoreConfig};
 use trellis_routing::{
     Input, Message, NodeId, Output, PeerConfig, ProtocolHint, Router, RouterConfig, ServiceName,
 };
@@ -23,8 +24,14 @@ pub struct SimConfig {
     /// Keep a lost neighbour's paths as stale (graceful restart) instead of
     /// withdrawing them at once.
     pub graceful_restart: bool,
-    /// Seed of loss draws.
+    /// Seed of loss draws and of the per-link draws of `spread`.
     pub seed: u64,
+    /// How far each link's delay and loss may stray from the common [`LinkParams`].
+    pub spread: LinkSpread,
+    /// Each router's cost to a neighbour is the scoring formula's
+    /// ([`link_cost`]: base 10, full trust, RTT twice that link's delay, that
+    /// link's loss) instead of the common delay in milliseconds.
+    pub scored_costs: bool,
 }
 
 impl Default for SimConfig {
@@ -34,12 +41,49 @@ impl Default for SimConfig {
             detect: Duration::from_millis(300),
             graceful_restart: false,
             seed: 1,
+            spread: LinkSpread::default(),
+            scored_costs: false,
         }
     }
 }
 
+/// Per-link variation: each link draws its own delay and loss once, when the
+/// simulator is built, from the seed (the default, zero, gives every link the
+/// common [`LinkParams`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkSpread {
+    /// A link's one-way delay is uniform in `[delay, delay + delay_spread]`.
+    pub delay_spread: Duration,
+    /// A link's loss is uniform in `[loss, max(loss, loss_max)]`.
+    pub loss_max: f64,
+}
+
+impl LinkSpread {
+    /// The parameters of one link: `common` moved by one draw each from `rng`.
+    fn draw(&self, common: LinkParams, rng: &mut Rng) -> LinkParams {
+        let (d, l) = (rng.unit(), rng.unit());
+        let loss_span = (self.loss_max.min(1.0) - common.loss).max(0.0);
+        LinkParams {
+            delay: common.delay.saturating_add(self.delay_spread.mul_f64(d)),
+            loss: common.loss + loss_span * l,
+        }
+    }
+}
+
+/// The scoring formula's cost of a link with `params`, everything else perfect.
+pub fn scored_cost(params: LinkParams) -> u32 {
+    let inputs = CostInputs {
+        base_cost: 10,
+        trust: 100,
+        rtt: params.delay.saturating_mul(2),
+        loss: params.loss,
+        failures: 0,
+    };
+    link_cost(&inputs, &ScoreConfig::default())
+}
+
 /// Delay and loss of one link.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkParams {
     /// One-way delay.
     pub delay: Duration,
@@ -60,6 +104,8 @@ struct Link {
     a: usize,
     b: usize,
     params: LinkParams,
+    /// The cost both ends give the link.
+    cost: u32,
     up: bool,
     epoch: u32,
     /// Last delivery time per direction, to keep each direction in order.
@@ -268,11 +314,19 @@ impl Sim {
             .collect();
         let mut links = Vec::new();
         let mut adj = HashMap::new();
-        let cost = (link.delay.as_millis() as u32).max(1);
+        let common_cost = (link.delay.as_millis() as u32).max(1);
+        // A stream of its own, so the loss draws of `send` stay as they were.
+        let mut draws = Rng::new(cfg.seed ^ 0x4C49_4E4B_5350_5244);
         for l in &topo.links {
             if l.a == l.b || adj.contains_key(&(l.a, l.b)) {
                 continue;
             }
+            let params = cfg.spread.draw(link, &mut draws);
+            let cost = if cfg.scored_costs {
+                scored_cost(params)
+            } else {
+                common_cost
+            };
             let mut ca = PeerConfig::new(topo.nodes[l.b].clone(), l.role);
             let mut cb = PeerConfig::new(topo.nodes[l.a].clone(), mirror(l.role));
             for c in [&mut ca, &mut cb] {
@@ -287,7 +341,8 @@ impl Sim {
             links.push(Link {
                 a: l.a,
                 b: l.b,
-                params: link,
+                params,
+                cost,
                 up: true,
                 epoch: 0,
                 last: [0, 0],
@@ -393,6 +448,20 @@ impl Sim {
     /// Number of links.
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// The delay and loss of the link between two nodes, and the cost both ends
+    /// give it (whether or not it is up); `None` if there is no such link.
+    pub fn link(&self, a: usize, b: usize) -> Option<(LinkParams, u32)> {
+        self.adj.get(&(a, b)).map(|l| {
+            let l = &self.links[*l];
+            (l.params, l.cost)
+        })
+    }
+
+    /// Every link as `(a, b)` node indices, in the order they were built.
+    pub fn link_ends(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.links.iter().map(|l| (l.a, l.b))
     }
 
     /// Counters since the start or the last reset.
@@ -800,5 +869,92 @@ impl Sim {
             Self::record(&mut w, service, &fates);
         }
         self.watch = Some(w);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{healthy, run, SimOptions};
+    use crate::topology::Shape;
+
+    fn links(s: &Sim) -> Vec<(LinkParams, u32)> {
+        s.link_ends().filter_map(|(a, b)| s.link(a, b)).collect()
+    }
+
+    #[test]
+    fn without_spread_every_link_is_the_common_one() {
+        let t = Topology::generate(Shape::Random, 20, 1, 3).unwrap();
+        let common = LinkParams {
+            delay: Duration::from_millis(7),
+            loss: 0.01,
+        };
+        let s = Sim::new(&t, common, SimConfig::default());
+        assert_eq!(links(&s).len(), s.link_count());
+        for (p, cost) in links(&s) {
+            assert_eq!((p.delay, p.loss, cost), (common.delay, common.loss, 7));
+        }
+    }
+
+    #[test]
+    fn spread_links_draw_their_own_delay_loss_and_scored_cost() {
+        let t = Topology::generate(Shape::Random, 40, 1, 3).unwrap();
+        let cfg = SimConfig {
+            spread: LinkSpread {
+                delay_spread: Duration::from_millis(40),
+                loss_max: 0.02,
+            },
+            scored_costs: true,
+            ..SimConfig::default()
+        };
+        let common = LinkParams::default();
+        let a = links(&Sim::new(&t, common, cfg.clone()));
+        assert_eq!(a, links(&Sim::new(&t, common, cfg.clone())), "same seed");
+        let other = SimConfig { seed: 2, ..cfg };
+        assert_ne!(a, links(&Sim::new(&t, common, other)));
+        for (p, cost) in &a {
+            let ms = p.delay.as_secs_f64() * 1000.0;
+            assert!((10.0..=50.0).contains(&ms) && (0.0..=0.02).contains(&p.loss));
+            assert_eq!(*cost, scored_cost(*p));
+        }
+        let costs: BTreeSet<u32> = a.iter().map(|(_, c)| *c).collect();
+        assert!(costs.len() > 10, "{costs:?}");
+        // 10 ms one way: RTT 20 ms, 15 ms above the floor, 1.5 units: 10 × 2.5.
+        assert_eq!(scored_cost(LinkParams::default()), 25);
+    }
+
+    #[test]
+    fn scored_costs_find_faster_paths_and_stay_correct() {
+        let opts = |scored_costs| SimOptions {
+            nodes: 40,
+            shape: Shape::Random,
+            orgs: 1,
+            seed: 5,
+            link: LinkParams::default(),
+            config: SimConfig {
+                spread: LinkSpread {
+                    delay_spread: Duration::from_millis(40),
+                    loss_max: 0.02,
+                },
+                scored_costs,
+                ..SimConfig::default()
+            },
+            fail_node: Some(3),
+            limit: Duration::from_secs(600),
+        };
+        let plain = run(&opts(false)).unwrap();
+        let scored = run(&opts(true)).unwrap();
+        for r in [&plain, &scored] {
+            assert!(healthy(r), "{}", crate::run::summary(r));
+            assert!(r.paths.pairs > 0 && r.paths.stretch.min >= 1.0);
+        }
+        assert!(scored.paths.mean_delay_ms < plain.paths.mean_delay_ms);
+        // Equal delays: fewest hops is fastest.
+        let uniform = SimOptions {
+            config: SimConfig::default(),
+            ..opts(false)
+        };
+        let r = run(&uniform).unwrap();
+        assert_eq!((r.paths.stretch.min, r.paths.stretch.max), (1.0, 1.0));
     }
 }

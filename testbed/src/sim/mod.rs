@@ -8,14 +8,24 @@
 //! what is in flight; each surviving neighbour notices after the failure
 //! detection delay (its hold timer) and gets `SessionDown`.
 //!
+//! Links share one delay and loss ([`LinkParams`]) unless a [`LinkSpread`]
+//! gives each link its own, drawn from the seed. A router's cost to a
+//! neighbour is the common delay in milliseconds, or with
+//! [`SimConfig::scored_costs`] what peer scoring would make of that link's own
+//! RTT and loss ([`scored_cost`]).
+//!
 //! Everything is deterministic for a given seed: events at equal times run in
 //! the order they were scheduled.
+//!
+//! [`select`] is a separate, round-based model of peer selection inside one
+//! org (no routing), to study it at 1,000 nodes.
 
 mod check;
 mod engine;
+pub mod select;
 
 pub use check::{walk, Walk};
-pub use engine::{Counters, LinkParams, Sim, SimConfig};
+pub use engine::{scored_cost, Counters, LinkParams, LinkSpread, Sim, SimConfig};
 
 use trellis_routing::{OriginManifest, Signatures, VerifyError};
 
