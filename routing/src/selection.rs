@@ -420,18 +420,19 @@ impl Selector {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Unit tests, and the helpers the property tests share.
     use super::*;
 
-    const HOLD: Duration = Duration::from_secs(60);
+    pub(crate) const HOLD: Duration = Duration::from_secs(60);
 
-    fn id(i: usize) -> NodeId {
+    pub(crate) fn id(i: usize) -> NodeId {
         NodeId::new(&format!("acme/n{i:02}")).unwrap()
     }
     fn ids(is: &[usize]) -> Vec<NodeId> {
         is.iter().map(|&i| id(i)).collect()
     }
-    fn c(i: usize, cost: Option<u32>) -> Candidate {
+    pub(crate) fn c(i: usize, cost: Option<u32>) -> Candidate {
         let (pinned, reachable) = (false, true);
         Candidate {
             node: id(i),
@@ -459,7 +460,7 @@ mod tests {
         s.active().cloned().collect()
     }
     /// `[deactivated, activated, probed]`, each in output order.
-    fn split(out: &[Action]) -> [Vec<NodeId>; 3] {
+    pub(crate) fn split(out: &[Action]) -> [Vec<NodeId>; 3] {
         let mut g: [Vec<NodeId>; 3] = Default::default();
         for a in out {
             let (i, n) = match a {

@@ -7,38 +7,9 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
+use crate::selection::tests::{c, id, split, HOLD};
 use crate::selection::{Action, Candidate, NodeRole, SelectionConfig, Selector};
 use crate::NodeId;
-
-const HOLD: Duration = Duration::from_secs(60);
-
-fn id(i: usize) -> NodeId {
-    NodeId::new(&format!("acme/n{i:02}")).unwrap()
-}
-
-fn c(i: usize, cost: Option<u32>) -> Candidate {
-    let (pinned, reachable) = (false, true);
-    Candidate {
-        node: id(i),
-        pinned,
-        cost,
-        reachable,
-    }
-}
-
-/// `[deactivated, activated, probed]`, each in output order.
-fn split(out: &[Action]) -> [Vec<NodeId>; 3] {
-    let mut g: [Vec<NodeId>; 3] = Default::default();
-    for a in out {
-        let (i, n) = match a {
-            Action::Deactivate(n) => (0, n),
-            Action::Activate(n) => (1, n),
-            Action::Probe(n) => (2, n),
-        };
-        g[i].push(n.clone());
-    }
-    g
-}
 
 fn role() -> impl Strategy<Value = NodeRole> {
     prop_oneof![
