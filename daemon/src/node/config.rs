@@ -196,6 +196,9 @@ pub struct StaticPeer {
     pub max_routes: usize,
     /// Only accept its connections, never dial it.
     pub passive: bool,
+    /// Trust level, 0..=100 (default 100): the baseline its score starts from and
+    /// recovers to (ADR 0014).
+    pub trust: u32,
     /// Failure detection for this peer's dialed connections: ping interval and
     /// multiplier, when they differ from `[timers]` (QUIC applies the shorter of the two
     /// ends' timeouts).
@@ -272,6 +275,7 @@ struct RawPeer {
     local_pref: Int,
     max_routes: Int,
     passive: Option<bool>,
+    trust: Int,
     detect_interval: Text,
     detect_multiplier: Int,
 }
@@ -347,6 +351,7 @@ impl NodeConfig {
                     limits.max_routes_per_peer,
                 )?,
                 passive: p.passive.unwrap_or(false),
+                trust: src.int_or(&p.trust, "trust", 0..=100, 100)?,
                 detection: peer_detection(&src, p, &timers)?,
             });
         }

@@ -96,6 +96,7 @@ fn example_node_config_sets_every_key() {
         (b.link_cost, b.local_pref, b.max_routes, b.passive),
         (10, 100, 50_000, false)
     );
+    assert_eq!(b.trust, 100);
     let c2 = &c.peers[1];
     assert_eq!((c2.max_routes, c2.passive), (100_000, true));
     let d = &c.dataplane;
@@ -501,4 +502,12 @@ fn manifest_dir() -> std::path::PathBuf {
         || env!("CARGO_MANIFEST_DIR").into(),
         std::path::PathBuf::from,
     )
+}
+
+#[test]
+fn a_static_peer_may_start_from_a_lower_trust() {
+    let text = "listen = \"127.0.0.1:1\"\n[[peer]]\naddress = \"127.0.0.1:2\"\nnode_id = \"acme/b\"\ntrust = 60\n";
+    assert_eq!(parse(text).unwrap().peers[0].trust, 60);
+    let bad = parse(&text.replace("60", "101")).unwrap_err().to_string();
+    assert!(bad.contains("trust must be in 0..=100"), "{bad}");
 }

@@ -425,7 +425,7 @@ pub(super) fn peer_specs(
             address: (!p.passive).then_some(p.address),
             role: Relationship::Internal,
             link_cost: p.link_cost,
-            trust: 100,
+            trust: p.trust,
             local_pref: p.local_pref,
             max_routes: p.max_routes,
             source: "config".into(),
