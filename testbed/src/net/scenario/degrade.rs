@@ -1,7 +1,7 @@
 //! `degrade-link`: peer scoring against real daemons (docs/adr/0014).
 //!
-//! On a converged network every link gets a baseline of 10 ms ± 5 ms (one way); after
-//! the costs settle the scenario counts best-path and link-cost changes for a minute of
+//! On a converged network every link gets a baseline of 10 ms ± 5 ms (one way); once
+//! no link cost has changed for 12 s the scenario counts best-path and link-cost changes for a minute of
 //! that jitter. Then it raises the delay of the first link of node 0's best path to a
 //! service two or more hops away to 60 ms, measures how long node 0 takes to move off it
 //! (`move_off`), restores the baseline and measures how long the path takes to come back
@@ -19,8 +19,10 @@ use crate::net::observe;
 const BASELINE: (f64, f64) = (10.0, 5.0);
 /// The degraded link's delay, one way, ms.
 const DEGRADED_MS: f64 = 60.0;
-/// Settling time after the baseline is set (costs rise once, confirmed in 2 s).
-const SETTLE: Duration = Duration::from_secs(15);
+/// The costs have settled once no link cost changed for this long after the baseline
+/// was set: longer than the first rise takes (the 5 s RTT window and the 2 s
+/// confirmation) and than the gap between two steps of the band.
+const QUIET: Duration = Duration::from_secs(12);
 /// How long best-path changes are counted under jitter.
 pub const JITTER_FOR: Duration = Duration::from_secs(60);
 /// The scoring hold-down: a better cost waits this long (ScoreConfig::hold_down).
@@ -70,7 +72,18 @@ pub(super) fn degrade_link(run: &mut Run) -> Result<(), String> {
     for (_, _, link) in &links {
         link.set(impairment(BASELINE.0));
     }
-    std::thread::sleep(SETTLE);
+    // Settled: the network-wide count of cost changes stops moving for QUIET.
+    let (mut seen, mut since) = (cost_changes(run), Instant::now());
+    let settled = wait_until(Duration::from_secs(60), || {
+        let now = cost_changes(run);
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
+        since.elapsed() >= QUIET
+    });
+    if !settled {
+        return Err("link costs did not settle within 60 s of the baseline jitter".into());
+    }
 
     // 1. A minute of jitter: best paths and costs should hold still.
     let (before_costs, mut last) = (cost_changes(run), next_hops(run));
