@@ -706,7 +706,7 @@ impl RoutingLoop {
             } => {
                 if self.is_current(&peer, conn) {
                     self.scores.sample(now, &peer, rtt, sent, lost);
-                    self.apply_scores(now);
+                    self.apply_scores(now, &peer);
                 }
             }
         }
@@ -714,8 +714,19 @@ impl RoutingLoop {
 
     /// Hands the costs the scores announce to the router, refreshes the peers' records,
     /// and writes the scores that are due.
-    fn apply_scores(&mut self, now: Instant) {
-        for (peer, cost) in self.scores.evaluate(now) {
+    /// `sampled` is the peer whose sample triggered this; its record and those of peers
+    /// whose cost changed are refreshed.
+    fn apply_scores(&mut self, now: Instant, sampled: &NodeId) {
+        let changed = self.scores.evaluate(now);
+        {
+            let mut view = self.view.write();
+            for peer in changed.iter().map(|(p, _)| p).chain([sampled]) {
+                if let Some(info) = view.peers.get_mut(peer.as_str()) {
+                    self.scores.show(now, peer, info);
+                }
+            }
+        }
+        for (peer, cost) in changed {
             tracing::info!(
                 peer = peer.as_str(),
                 cost,
@@ -723,14 +734,6 @@ impl RoutingLoop {
             );
             self.view.count("link_cost_changes", 1);
             self.router.handle(now, Input::LinkCost { peer, cost });
-        }
-        {
-            let mut view = self.view.write();
-            for (id, info) in &mut view.peers {
-                if let Ok(node) = NodeId::new(id) {
-                    self.scores.show(now, &node, info);
-                }
-            }
         }
         for (peer, state) in self.scores.due(now) {
             self.persist(StoreOp::PeerScore { peer, state });
