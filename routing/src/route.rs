@@ -32,6 +32,28 @@ pub enum Relationship {
 }
 
 impl Relationship {
+    /// The name configs and operators use: `internal`, `customer`, `peer`, `provider`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Relationship::Internal => "internal",
+            Relationship::Customer => "customer",
+            Relationship::Peer => "peer",
+            Relationship::Provider => "provider",
+        }
+    }
+
+    /// The relationship [`Relationship::name`] gives, if `name` is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Relationship::Internal,
+            Relationship::Customer,
+            Relationship::Peer,
+            Relationship::Provider,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
+
     /// Whether a route that entered our org over `self` may be exported to an
     /// external neighbour whose role is `to` (valley-free, RFC 9234 §5).
     pub fn exportable_to(self, to: Relationship) -> bool {
@@ -195,6 +217,19 @@ mod tests {
 
     fn node(s: &str) -> NodeId {
         NodeId::new(s).unwrap()
+    }
+
+    #[test]
+    fn relationship_names_round_trip() {
+        for r in [
+            Relationship::Internal,
+            Relationship::Customer,
+            Relationship::Peer,
+            Relationship::Provider,
+        ] {
+            assert_eq!(Relationship::from_name(r.name()), Some(r));
+        }
+        assert_eq!(Relationship::from_name("Customer"), None);
     }
 
     #[test]

@@ -18,6 +18,11 @@ fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
     NodeConfig::parse(text, Path::new("/etc/trellis/trellis.toml"), &acme())
 }
 
+/// Parses `text` as `trellis.toml` of an acme node; the error as its one line.
+pub(crate) fn parse_text(text: &str) -> Result<NodeConfig, String> {
+    NodeConfig::parse(text, Path::new("trellis.toml"), &acme()).map_err(|e| e.to_string())
+}
+
 /// The line of a located error and its one-line message.
 pub(crate) fn refusal(result: Result<impl std::fmt::Debug, ConfigError>) -> (usize, String) {
     let err = result.unwrap_err();

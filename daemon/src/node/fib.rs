@@ -30,26 +30,16 @@ impl Table for NodeTable {
         }?;
         Some(Route {
             hop,
-            learned_from: relationship(&route.learned_from)?,
+            learned_from: Relationship::from_name(&route.learned_from)?,
         })
     }
 
     fn relationship(&self, peer: &NodeId) -> Option<Relationship> {
         let state = self.view.read();
-        relationship(&state.peers.get(peer.as_str())?.role)
+        Relationship::from_name(&state.peers.get(peer.as_str())?.role)
     }
 
     fn revoked(&self, node: &NodeId) -> bool {
         self.trust.is_revoked(node, &[])
-    }
-}
-
-fn relationship(name: &str) -> Option<Relationship> {
-    match name {
-        "internal" => Some(Relationship::Internal),
-        "customer" => Some(Relationship::Customer),
-        "peer" => Some(Relationship::Peer),
-        "provider" => Some(Relationship::Provider),
-        _ => None,
     }
 }

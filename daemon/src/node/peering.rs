@@ -132,14 +132,15 @@ fn parse_located(
             format!("org {org} is this node's own org; its peers go in trellis.toml"),
         ));
     }
-    let role = match raw.role.get_ref().as_str() {
-        "customer" => Relationship::Customer,
-        "peer" => Relationship::Peer,
-        "provider" => Relationship::Provider,
-        other => {
+    let role = match Relationship::from_name(raw.role.get_ref()) {
+        Some(role) if role != Relationship::Internal => role,
+        _ => {
             return Err(src.at(
                 raw.role.span(),
-                format!("role {other:?} is not one of \"customer\", \"peer\", \"provider\""),
+                format!(
+                    "role {:?} is not one of \"customer\", \"peer\", \"provider\"",
+                    raw.role.get_ref()
+                ),
             ))
         }
     };

@@ -202,15 +202,6 @@ fn is_failure(reason: &str) -> bool {
     .any(|benign| reason.starts_with(benign))
 }
 
-fn role_name(role: Relationship) -> &'static str {
-    match role {
-        Relationship::Internal => "internal",
-        Relationship::Customer => "customer",
-        Relationship::Peer => "peer",
-        Relationship::Provider => "provider",
-    }
-}
-
 fn hop_names(attrs: &trellis_routing::Attrs) -> Vec<String> {
     attrs
         .path
@@ -353,7 +344,7 @@ impl RoutingLoop {
                 ..PeerInfo::default()
             });
         entry.address = spec.address.map(|a| a.to_string()).unwrap_or_default();
-        entry.role = role_name(spec.role).into();
+        entry.role = spec.role.name().into();
         entry.source = spec.source.clone();
         entry.link_cost = spec.link_cost;
         self.scores.show(Instant::now(), &spec.node, entry);
@@ -479,7 +470,7 @@ impl RoutingLoop {
                     endpoint: if b.next_hop.is_none() { endpoint } else { None },
                     origin_check: origin_check(true, self.router.origin_verified(&b.attrs.origin))
                         .into(),
-                    learned_from: role_name(b.attrs.learned_from).into(),
+                    learned_from: b.attrs.learned_from.name().into(),
                 };
                 self.view.write().routes.insert(key, info);
             }

@@ -105,15 +105,6 @@ fn allow_rules(org: &str, orgs: &[String]) -> String {
     text
 }
 
-fn role_name(role: Relationship) -> &'static str {
-    match role {
-        Relationship::Customer => "customer",
-        Relationship::Peer => "peer",
-        Relationship::Provider => "provider",
-        Relationship::Internal => "internal",
-    }
-}
-
 /// The running network.
 pub struct Cluster {
     /// What runs where.
@@ -432,7 +423,7 @@ impl Cluster {
                     .map_err(|e| format!("{}: {e}", ca.display()))?;
                 let mut p = format!(
                     "org = \"{partner}\"\nca = \"{partner}-ca.pem\"\nrole = \"{}\"\n",
-                    role_name(role)
+                    role.name()
                 );
                 for (relay, id) in endpoints {
                     p.push_str(&format!(

@@ -113,17 +113,11 @@ fn allow_rule(src: &Source<'_>, raw: &RawAllow) -> Result<AllowRule, ConfigError
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
-    use trellis_routing::{NodeId, OrgId, ServiceName};
+    use trellis_routing::{NodeId, ServiceName};
 
-    use crate::node::config::NodeConfig;
-
-    fn parse(text: &str) -> Result<NodeConfig, String> {
-        let org = OrgId::new("acme").expect("org");
-        NodeConfig::parse(text, Path::new("trellis.toml"), &org).map_err(|e| e.to_string())
-    }
+    use crate::node::config::tests::parse_text as parse;
 
     #[test]
     fn the_section_sets_limits_and_rules() {

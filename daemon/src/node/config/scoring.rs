@@ -104,17 +104,9 @@ pub(super) fn scoring(src: &Source<'_>, raw: &RawScoring) -> Result<Scoring, Con
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
-    use trellis_routing::OrgId;
-
-    use crate::node::config::NodeConfig;
-
-    fn parse(text: &str) -> Result<NodeConfig, String> {
-        let org = OrgId::new("acme").expect("org");
-        NodeConfig::parse(text, Path::new("trellis.toml"), &org).map_err(|e| e.to_string())
-    }
+    use crate::node::config::tests::parse_text as parse;
 
     #[test]
     fn the_section_changes_only_what_it_names() {

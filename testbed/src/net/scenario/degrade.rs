@@ -89,6 +89,8 @@ pub(super) fn degrade_link(run: &mut Run) -> Result<(), String> {
     let (before_costs, mut last) = (cost_changes(run), next_hops(run));
     let (start, mut path_changes) = (Instant::now(), 0u64);
     while start.elapsed() < JITTER_FOR {
+        // The sampling rate of a fixed measurement window (changes per minute), not a
+        // wait for an event.
         std::thread::sleep(Duration::from_millis(250));
         let now = next_hops(run);
         path_changes += now
