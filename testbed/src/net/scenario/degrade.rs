@@ -4,7 +4,8 @@
 //! no link cost has changed for 12 s the scenario counts best-path and link-cost changes for a minute of
 //! that jitter. Then it raises the delay of the first link of node 0's best path to a
 //! service two or more hops away to 60 ms, measures how long node 0 takes to move off it
-//! (`move_off`), restores the baseline and measures how long the path takes to come back
+//! (`move_off`), lets the costs settle, restores the baseline and measures how long
+//! the path takes to come back
 //! (`win_back`), which must not be before the 30 s hold-down.
 
 use std::collections::BTreeMap;
@@ -54,6 +55,19 @@ fn cost_changes(run: &Run) -> u64 {
         .sum()
 }
 
+/// Waits (up to 60 s) until the network-wide count of link-cost changes has not moved
+/// for [`QUIET`]; whether it did.
+fn settle(run: &Run) -> bool {
+    let (mut seen, mut since) = (cost_changes(run), Instant::now());
+    wait_until(Duration::from_secs(60), || {
+        let now = cost_changes(run);
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        }
+        since.elapsed() >= QUIET
+    })
+}
+
 /// Node 0's next hop to `service`.
 fn hop_of_node0(run: &Run, service: &str) -> Option<String> {
     observe::routes(&run.cluster.state.nodes[0])?
@@ -72,16 +86,7 @@ pub(super) fn degrade_link(run: &mut Run) -> Result<(), String> {
     for (_, _, link) in &links {
         link.set(impairment(BASELINE.0));
     }
-    // Settled: the network-wide count of cost changes stops moving for QUIET.
-    let (mut seen, mut since) = (cost_changes(run), Instant::now());
-    let settled = wait_until(Duration::from_secs(60), || {
-        let now = cost_changes(run);
-        if now != seen {
-            (seen, since) = (now, Instant::now());
-        }
-        since.elapsed() >= QUIET
-    });
-    if !settled {
+    if !settle(run) {
         return Err("link costs did not settle within 60 s of the baseline jitter".into());
     }
 
@@ -147,6 +152,13 @@ pub(super) fn degrade_link(run: &mut Run) -> Result<(), String> {
             move_off.as_millis()
         ),
     );
+
+    // The degraded cost rises in steps of the band; the first one that passes the other
+    // path moves traffic, but it may be only just above it. Restore once the costs have
+    // stopped rising, so what follows measures the hold-down, not a near tie.
+    if !settle(run) {
+        return Err("link costs did not settle within 60 s of the degradation".into());
+    }
 
     // 3. Restore: the path comes back, but only after the hold-down.
     link.set(impairment(BASELINE.0));
