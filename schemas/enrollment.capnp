@@ -54,6 +54,14 @@ struct SnapshotRequest {
   # Sent with the node's current certificate as TLS client certificate.
   haveVersion @0 :UInt64;
   # The version the node holds (0: none); the answer is empty when nothing is newer.
+
+  address @1 :Text;
+  # Where the node accepts peering sessions ("IP:PORT"), for the org's node directory in
+  # the trust snapshot. Empty: the node is not listed (it does not take part in peer
+  # selection). The authority records it for the certificate's node only.
+
+  role @2 :Text;
+  # The node's selection role ("default", "relay", "thin"); empty means "default".
 }
 
 struct EnrollRequest {

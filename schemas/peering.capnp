@@ -306,6 +306,24 @@ struct TrustSnapshot {
   partnerCas @9 :List(PartnerCa);
   # CA certificates the org's nodes trust for partner orgs, each for its org only, so
   # interior nodes verify partner origins and snapshots as border nodes do.
+
+  directory @10 :List(DirectoryEntry);
+  # The org's node directory: where each active node of the org listens and its
+  # selection role. Nodes pick their active and warm peers among these entries
+  # (docs/adr/0015-peer-selection-from-a-signed-directory.md). Revoked nodes are absent.
+}
+
+struct DirectoryEntry {
+  # One node of the org, as it reported itself to the authority.
+
+  node @0 :Text;
+  # Its node id (in the snapshot's org).
+
+  address @1 :Text;
+  # Where it accepts peering sessions: "IP:PORT".
+
+  role @2 :Text;
+  # Its selection role: "default", "relay" or "thin".
 }
 
 struct NameScope {

@@ -17,4 +17,4 @@ pub mod envelope;
 pub mod snapshot;
 
 pub use envelope::{Envelope, EnvelopeError, Kind};
-pub use snapshot::{SnapshotError, TrustSnapshot};
+pub use snapshot::{DirectoryEntry, SnapshotError, TrustSnapshot};

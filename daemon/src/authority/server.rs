@@ -70,7 +70,13 @@ async fn stream(
             let response = on_snapshot(&shared, &conn, have_version);
             reply(&mut send, &response).await;
         }
-        Request::Subscribe { have_version } => {
+        Request::Subscribe {
+            have_version,
+            listing,
+        } => {
+            if let Some(listing) = listing {
+                list_node(&shared, &conn, &listing);
+            }
             subscribe(&shared, &conn, &mut send, have_version).await;
             return;
         }
@@ -354,6 +360,34 @@ fn on_renew(shared: &Shared, conn: &quinn::Connection, csr: &[u8]) -> Response {
             Response::error(refusal.code, refusal.message)
         }
         Err(e) => internal(&e),
+    }
+}
+
+/// Records where the certificate's node listens (the org's node directory); a changed
+/// listing publishes a snapshot. A refused listing is logged; the subscription goes on.
+fn list_node(shared: &Shared, conn: &quinn::Connection, listing: &crate::enroll::Listing) {
+    let Ok(cert) = client_cert(shared, conn) else {
+        return; // `subscribe` answers the refusal.
+    };
+    let listed = shared.store().list_node(
+        &shared.ca,
+        &cert.node,
+        &listing.address,
+        &listing.role,
+        now_secs(),
+    );
+    match listed {
+        Ok(super::store::Listed::Published(version)) => {
+            tracing::info!(node = cert.node.as_str(), address = %listing.address, version, "node listed in the directory");
+            shared.announce_snapshot();
+        }
+        Ok(super::store::Listed::Unchanged) => {}
+        Ok(super::store::Listed::Refused(why)) => {
+            tracing::info!(node = cert.node.as_str(), %why, "directory listing refused");
+        }
+        Err(e) => {
+            tracing::warn!(node = cert.node.as_str(), error = %e, "directory listing not stored")
+        }
     }
 }
 

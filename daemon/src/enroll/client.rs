@@ -472,7 +472,7 @@ pub async fn renew(data_dir: &Path) -> Result<Enrolled, ClientError> {
 /// one, with `request` (`Snapshot` or `Subscribe`) built from the stored version.
 async fn ask_snapshots(
     data_dir: &Path,
-    request: fn(u64) -> Request,
+    request: impl FnOnce(u64) -> Request,
 ) -> Result<Session, ClientError> {
     let paths = Paths::new(data_dir);
     let id = identity(&paths)?;
@@ -501,13 +501,17 @@ pub async fn fetch_snapshot_bytes(data_dir: &Path) -> Result<Option<Vec<u8>>, Cl
 /// Subscribes to the authority's trust snapshots: `on_snapshot` gets every envelope newer
 /// than the stored one as soon as the authority publishes it (unverified: the caller
 /// verifies and stores it). Runs until the stream or the connection ends; then `Err` says
-/// why.
+/// why. With a `listing`, the authority lists the node in the org's node directory.
 pub async fn subscribe_snapshots(
     data_dir: &Path,
+    listing: Option<super::Listing>,
     mut on_snapshot: impl FnMut(Vec<u8>),
 ) -> Result<(), ClientError> {
-    let mut session =
-        ask_snapshots(data_dir, |have_version| Request::Subscribe { have_version }).await?;
+    let mut session = ask_snapshots(data_dir, |have_version| Request::Subscribe {
+        have_version,
+        listing,
+    })
+    .await?;
     loop {
         match session.receive().await? {
             Response::Snapshot(bytes) if bytes.is_empty() => {}

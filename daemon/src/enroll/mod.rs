@@ -42,7 +42,18 @@ pub enum Request {
     Subscribe {
         /// The version the node holds (0: none).
         have_version: u64,
+        /// How the node wants to be listed in the org's node directory, if at all.
+        listing: Option<Listing>,
     },
+}
+
+/// A node's entry in its org's node directory, as it reports it when it subscribes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// Where it accepts peering sessions, `IP:PORT`.
+    pub address: String,
+    /// Its selection role (`default`, `relay`, `thin`).
+    pub role: String,
 }
 
 impl fmt::Debug for Request {
@@ -55,7 +66,10 @@ impl fmt::Debug for Request {
                 .finish_non_exhaustive(),
             Self::Renew { .. } => f.write_str("Renew"),
             Self::Snapshot { have_version } => write!(f, "Snapshot(have v{have_version})"),
-            Self::Subscribe { have_version } => write!(f, "Subscribe(have v{have_version})"),
+            Self::Subscribe {
+                have_version,
+                listing,
+            } => write!(f, "Subscribe(have v{have_version}, listing {listing:?})"),
         }
     }
 }

@@ -4,8 +4,8 @@ use capnp::message::Builder;
 use trellis_schemas::enrollment_capnp::{enroll_request, enroll_response, ErrorCode as WireCode};
 
 use super::{
-    ErrorCode, IssuedCert, JoinRequest, Request, Response, WireError, MAX_CSR_BYTES, MAX_ITEM_LEN,
-    MAX_LIST, MAX_TOKEN_LEN,
+    ErrorCode, IssuedCert, JoinRequest, Listing, Request, Response, WireError, MAX_CSR_BYTES,
+    MAX_ITEM_LEN, MAX_LIST, MAX_TOKEN_LEN,
 };
 
 fn bad(e: impl std::fmt::Display) -> WireError {
@@ -81,8 +81,16 @@ pub fn encode_request(request: &Request) -> Vec<u8> {
         }
         Request::Renew { csr } => root.init_renew().set_csr(csr),
         Request::Snapshot { have_version } => root.init_snapshot().set_have_version(*have_version),
-        Request::Subscribe { have_version } => {
-            root.init_subscribe().set_have_version(*have_version)
+        Request::Subscribe {
+            have_version,
+            listing,
+        } => {
+            let mut b = root.init_subscribe();
+            b.set_have_version(*have_version);
+            if let Some(listing) = listing {
+                b.set_address(listing.address.as_str());
+                b.set_role(listing.role.as_str());
+            }
         }
     }
     capnp::serialize::write_message_to_words(&message)
@@ -131,9 +139,15 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             enroll_request::Snapshot(snapshot) => Ok(Request::Snapshot {
                 have_version: snapshot.map_err(bad)?.get_have_version(),
             }),
-            enroll_request::Subscribe(snapshot) => Ok(Request::Subscribe {
-                have_version: snapshot.map_err(bad)?.get_have_version(),
-            }),
+            enroll_request::Subscribe(snapshot) => {
+                let snapshot = snapshot.map_err(bad)?;
+                let address = text(snapshot.get_address(), MAX_ITEM_LEN, "address")?;
+                let role = text(snapshot.get_role(), MAX_ITEM_LEN, "role")?;
+                Ok(Request::Subscribe {
+                    have_version: snapshot.get_have_version(),
+                    listing: (!address.is_empty()).then_some(Listing { address, role }),
+                })
+            }
         }
     })
 }
@@ -263,7 +277,17 @@ mod tests {
             }),
             Request::Renew { csr: vec![9; 40] },
             Request::Snapshot { have_version: 7 },
-            Request::Subscribe { have_version: 9 },
+            Request::Subscribe {
+                have_version: 9,
+                listing: None,
+            },
+            Request::Subscribe {
+                have_version: 9,
+                listing: Some(Listing {
+                    address: "127.0.0.1:7001".into(),
+                    role: "relay".into(),
+                }),
+            },
         ];
         for r in requests {
             assert_eq!(decode_request(&encode_request(&r)).expect("decode"), r);

@@ -24,9 +24,11 @@ use trellis_routing::{NodeId, OrgId};
 
 mod dataplane;
 mod scoring;
+mod selection;
 mod source;
 
 pub use scoring::Scoring;
+pub use selection::{role_from_name, role_name, Selection};
 pub use source::{parse_duration, ConfigError};
 pub(crate) use source::{read_text, Int, Source, Text, ANY_POSITIVE};
 
@@ -223,6 +225,8 @@ pub struct NodeConfig {
     pub dataplane: crate::dataplane::Settings,
     /// How peer measurements become link costs.
     pub scoring: Scoring,
+    /// Peer selection inside the org (`None`: only the configured peers).
+    pub selection: Option<Selection>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +244,7 @@ struct RawNode {
     dataplane: dataplane::RawDataplane,
     #[serde(default)]
     scoring: scoring::RawScoring,
+    selection: Option<selection::RawSelection>,
 }
 
 #[derive(Default, Deserialize)]
@@ -291,6 +296,7 @@ impl NodeConfig {
             peers: Vec::new(),
             dataplane: crate::dataplane::Settings::default(),
             scoring: Scoring::default(),
+            selection: None,
         }
     }
 
@@ -357,7 +363,13 @@ impl NodeConfig {
         }
         let dataplane = dataplane::dataplane(&src, &raw.dataplane)?;
         let scoring = scoring::scoring(&src, &raw.scoring)?;
+        let selection = raw
+            .selection
+            .as_ref()
+            .map(|s| selection::selection(&src, s, own_org))
+            .transpose()?;
         Ok(Self {
+            selection,
             listen,
             peering_dir,
             timers,

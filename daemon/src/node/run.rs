@@ -340,7 +340,9 @@ pub async fn run(
         admit,
         limits: limits.clone(),
     };
-    let subscription_task = OwnedTask::spawn(subscribe_trust(paths.clone(), cmd_tx.clone()));
+    let listing = directory_listing(config.selection.as_ref(), bound);
+    let subscription_task =
+        OwnedTask::spawn(subscribe_trust(paths.clone(), listing, cmd_tx.clone()));
     let refresh_task = OwnedTask::spawn(refresh_trust(
         paths.clone(),
         cmd_tx,
@@ -569,18 +571,45 @@ impl Renewal {
     }
 }
 
+/// How this node asks to be listed in its org's node directory: only with `[selection]`,
+/// at `advertise`, or else at the bound address when it is a specific one.
+fn directory_listing(
+    selection: Option<&super::config::Selection>,
+    bound: std::net::SocketAddr,
+) -> Option<crate::enroll::Listing> {
+    let selection = selection?;
+    let address = selection.advertise.or_else(|| {
+        let specific = !bound.ip().is_unspecified();
+        if !specific {
+            tracing::warn!(%bound, "[selection] without advertise on an unspecified listen address: not listed in the directory");
+        }
+        specific.then_some(bound)
+    })?;
+    Some(crate::enroll::Listing {
+        address: address.to_string(),
+        role: super::config::role_name(selection.role).to_owned(),
+    })
+}
+
 /// Keeps a subscription to the authority's trust snapshots open, so a revocation reaches
 /// this node as soon as it is published; reconnects with backoff (1 s to 30 s) while the
 /// authority is unreachable. Routing never waits on it; the mesh floods snapshots too.
-async fn subscribe_trust(paths: Paths, commands: mpsc::Sender<Command>) {
+async fn subscribe_trust(
+    paths: Paths,
+    listing: Option<crate::enroll::Listing>,
+    commands: mpsc::Sender<Command>,
+) {
     let mut delay = Duration::from_secs(1);
     loop {
         let since = Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let subscription =
-            crate::enroll::client::subscribe_snapshots(&paths.dir, move |envelope| {
+        let subscription = crate::enroll::client::subscribe_snapshots(
+            &paths.dir,
+            listing.clone(),
+            move |envelope| {
                 let _ = tx.send(envelope);
-            });
+            },
+        );
         tokio::pin!(subscription);
         let ended = loop {
             tokio::select! {

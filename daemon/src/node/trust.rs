@@ -26,6 +26,41 @@ pub struct TrustState {
     pub snapshot_versions: HashMap<OrgId, u64>,
     /// Who may originate which name, per org whose snapshot is held (docs/adr/0011).
     pub names: NameRules,
+    /// The usable entries of each org's node directory (docs/adr/0015).
+    pub directories: HashMap<OrgId, Vec<Member>>,
+}
+
+/// A node of an org as its authority's directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The node.
+    pub node: NodeId,
+    /// Where it accepts peering sessions.
+    pub address: std::net::SocketAddr,
+    /// Its selection role.
+    pub role: trellis_routing::selection::NodeRole,
+}
+
+/// The usable entries of `org`'s directory in `snapshot`; the others are logged once.
+fn members(org: &OrgId, snapshot: &TrustSnapshot) -> Vec<Member> {
+    let mut out = Vec::with_capacity(snapshot.directory.len());
+    for entry in &snapshot.directory {
+        let checked = entry.check(org.as_str()).and_then(|address| {
+            let node = NodeId::new(&entry.node).map_err(|e| e.to_string())?;
+            let role = super::config::role_from_name(&entry.role)
+                .ok_or_else(|| format!("unknown role {:?}", entry.role))?;
+            Ok(Member {
+                node,
+                address,
+                role,
+            })
+        });
+        match checked {
+            Ok(member) => out.push(member),
+            Err(why) => tracing::warn!(org = org.as_str(), %why, "directory entry skipped"),
+        }
+    }
+    out
 }
 
 /// How to check a chain: signature algorithms, time, key usage.
@@ -194,6 +229,9 @@ impl TrustStore {
             snapshot.revoked_serials.iter().cloned().collect(),
         );
         state.names.set(org.clone(), org_names(org, snapshot));
+        state
+            .directories
+            .insert(org.clone(), members(org, snapshot));
         let mut newly = Vec::new();
         for id in &snapshot.revoked_nodes {
             // Only the org's own authority can revoke its nodes.
@@ -203,6 +241,15 @@ impl TrustStore {
             }
         }
         newly
+    }
+
+    /// The node directory of `org` from its newest snapshot (empty: none held).
+    pub fn directory(&self, org: &OrgId) -> Vec<Member> {
+        self.read()
+            .directories
+            .get(org)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The newest snapshot version applied for `org` (0: none).

@@ -19,8 +19,10 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 /// Most revoked serials or node ids one snapshot carries.
 pub const MAX_REVOKED: usize = 100_000;
 
+mod directory;
 mod names;
 
+pub use directory::{DirectoryEntry, MAX_DIRECTORY, SELECTION_ROLES};
 pub use names::{
     NameDelegation, NameScope, PartnerCa, MAX_NAMES_PER_RULE, MAX_NAME_RULES, MAX_PARTNER_CAS,
 };
@@ -48,6 +50,8 @@ pub struct TrustSnapshot {
     pub delegations: Vec<NameDelegation>,
     /// Partner CAs the org's nodes trust, each for its own org only.
     pub partner_cas: Vec<PartnerCa>,
+    /// The org's node directory: where its active nodes listen, and their roles.
+    pub directory: Vec<DirectoryEntry>,
 }
 
 /// Why a trust snapshot was refused.
@@ -152,6 +156,7 @@ impl TrustSnapshot {
                 &self.delegations,
                 &self.partner_cas,
             )?;
+            directory::write(&mut root, &self.directory)?;
         }
         canonical_bytes(message)
     }
@@ -172,7 +177,9 @@ impl TrustSnapshot {
                 return Err(malformed("too many revocations"));
             }
             let (name_scopes, delegations, partner_cas) = names::read(&root)?;
+            let directory = directory::read(&root)?;
             Ok(Self {
+                directory,
                 name_scopes,
                 delegations,
                 partner_cas,

@@ -41,6 +41,11 @@ fn snapshot(ca: &Ca, version: u64) -> TrustSnapshot {
         revoked_serials: vec![vec![0x12, 0x34]],
         revoked_nodes: vec!["acme/bad".into()],
         ca_certificate_der: ca.der.clone(),
+        directory: vec![DirectoryEntry {
+            node: "acme/n1".into(),
+            address: "127.0.0.1:7001".into(),
+            role: "relay".into(),
+        }],
         ..TrustSnapshot::default()
     }
 }

@@ -6,12 +6,14 @@
 //! conditional `UPDATE` inside an `IMMEDIATE` transaction: two concurrent joins with a
 //! one-use token cannot both win, even across processes.
 
+mod directory;
 mod joins;
 mod names;
 mod nodes;
 mod redeliver;
 mod tokens;
 
+pub use directory::Listed;
 pub use joins::{Admission, NewJoin, Refusal};
 pub use names::RuleKind;
 pub use nodes::{SNAPSHOT_LIFETIME_SECS, SNAPSHOT_REFRESH_SECS};
@@ -64,6 +66,9 @@ CREATE TABLE IF NOT EXISTS name_rules(
   PRIMARY KEY(kind, subject));
 CREATE TABLE IF NOT EXISTS partner_cas(
   org TEXT PRIMARY KEY, der BLOB NOT NULL, fingerprint TEXT NOT NULL, added_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS directory(
+  node_id TEXT PRIMARY KEY, address TEXT NOT NULL, role TEXT NOT NULL,
+  updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audit(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);

@@ -54,6 +54,7 @@ pub(super) fn publish(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (name_scopes, delegations, partner_cas) = super::names::snapshot_rules(conn)?;
+    let directory = super::directory::snapshot_directory(conn)?;
     let snapshot = TrustSnapshot {
         org: ca.org().as_str().to_owned(),
         version,
@@ -65,6 +66,7 @@ pub(super) fn publish(
         name_scopes,
         delegations,
         partner_cas,
+        directory,
     };
     let key = ca.signing_key()?;
     let envelope = snapshot

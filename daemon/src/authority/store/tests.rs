@@ -344,3 +344,69 @@ fn renewal_with_another_key_is_refused() {
         .expect("store");
     assert!(matches!(refused, Err(r) if r.code == ErrorCode::BadRequest));
 }
+
+#[test]
+fn a_listing_publishes_once_and_a_revoked_node_leaves_the_directory() {
+    let mut f = fixture("directory");
+    let v1 = f.store.refresh_snapshot(&f.ca, NOW).expect("snapshot");
+    enrolled(&mut f, "n1");
+    let node = NodeId::new("acme/n1").expect("node");
+    let directory = |f: &Fixture| {
+        let (_, bytes) = f
+            .store
+            .snapshot_envelope(None)
+            .expect("store")
+            .expect("one");
+        let envelope =
+            trellis_policy::Envelope::decode(&bytes, trellis_policy::Kind::TrustSnapshot)
+                .expect("envelope");
+        trellis_policy::TrustSnapshot::from_payload(&envelope.payload)
+            .expect("payload")
+            .directory
+    };
+    let listed = f
+        .store
+        .list_node(&f.ca, &node, "127.0.0.1:7001", "", NOW + 1)
+        .expect("store");
+    let Listed::Published(v2) = listed else {
+        panic!("{listed:?}")
+    };
+    assert!(v2 > v1);
+    let entries = directory(&f);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (
+            entries[0].node.as_str(),
+            entries[0].address.as_str(),
+            entries[0].role.as_str()
+        ),
+        ("acme/n1", "127.0.0.1:7001", "default")
+    );
+    let again = f
+        .store
+        .list_node(&f.ca, &node, "127.0.0.1:7001", "default", NOW + 2)
+        .expect("store");
+    assert_eq!(
+        again,
+        Listed::Unchanged,
+        "a resubscription publishes nothing"
+    );
+    let bad = f
+        .store
+        .list_node(&f.ca, &node, "0.0.0.0:7001", "default", NOW + 3)
+        .expect("store");
+    assert!(
+        matches!(bad, Listed::Refused(ref why) if why.contains("dial")),
+        "{bad:?}"
+    );
+    let stranger = NodeId::new("acme/never-joined").expect("node");
+    let refused = f
+        .store
+        .list_node(&f.ca, &stranger, "127.0.0.1:7009", "default", NOW + 3)
+        .expect("store");
+    assert!(matches!(refused, Listed::Refused(_)), "{refused:?}");
+    f.store
+        .revoke_node("acme/n1", "compromised", &f.ca, "operator", NOW + 4)
+        .expect("revoked");
+    assert!(directory(&f).is_empty(), "a revoked node is not listed");
+}
