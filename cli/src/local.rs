@@ -62,7 +62,16 @@ struct SnapshotView {
     expires_at: u64,
     revoked_nodes: Vec<String>,
     revoked_serials: Vec<String>,
+    /// The org's node directory: node id, address, selection role.
+    directory: Vec<DirectoryView>,
     stored: bool,
+}
+
+#[derive(serde::Serialize)]
+struct DirectoryView {
+    node_id: String,
+    address: String,
+    role: String,
 }
 
 fn view(s: &TrustSnapshot, stored: bool) -> SnapshotView {
@@ -73,20 +82,34 @@ fn view(s: &TrustSnapshot, stored: bool) -> SnapshotView {
         expires_at: s.expires_at,
         revoked_nodes: s.revoked_nodes.clone(),
         revoked_serials: s.revoked_serials.iter().map(|x| hex(x)).collect(),
+        directory: s
+            .directory
+            .iter()
+            .map(|d| DirectoryView {
+                node_id: d.node.clone(),
+                address: d.address.clone(),
+                role: d.role.clone(),
+            })
+            .collect(),
         stored,
     }
 }
 
 fn human(v: &SnapshotView) -> String {
     format!(
-        "trust snapshot {} v{}: valid, issued {}, expires {}; revoked nodes [{}], {} revoked serial(s){}\n",
+        "trust snapshot {} v{}: valid, issued {}, expires {}; revoked nodes [{}], {} revoked serial(s), {} node(s) in the directory{}\n{}",
         v.org,
         v.version,
         rfc3339(v.issued_at),
         rfc3339(v.expires_at),
         v.revoked_nodes.join(", "),
         v.revoked_serials.len(),
-        if v.stored { "; stored" } else { "" }
+        v.directory.len(),
+        if v.stored { "; stored" } else { "" },
+        v.directory
+            .iter()
+            .map(|d| format!("  {} {} {}\n", d.node_id, d.address, d.role))
+            .collect::<String>()
     )
 }
 

@@ -173,7 +173,12 @@ pub fn node_status(ctx: &Context, value: serde_json::Value) -> Result<(), Failur
             s.snapshot_version,
             rfc3339(s.cert_not_after),
             if counters.is_empty() { "-".into() } else { counters.join(" ") }
-        )
+        ) + &s.selection.as_ref().map_or_else(String::new, |sel| {
+            format!(
+                "selection:        {} role, {} active (wants {}-{}), {} warm, {} candidates\n",
+                sel.role, sel.active, sel.min_active, sel.max_active, sel.warm, sel.candidates
+            )
+        })
     });
     Ok(())
 }

@@ -248,6 +248,20 @@ impl Selector {
         self.active.contains_key(node)
     }
 
+    /// Takes `node` into the active set because it opened a session to this node, if
+    /// there is room (fewer than `max_active` active). Returns whether it is active. An
+    /// adopted peer is an ordinary active one from then on: trimmed or swapped by cost.
+    pub fn adopt(&mut self, now: Instant, node: &NodeId) -> bool {
+        if self.active.contains_key(node) {
+            return true;
+        }
+        if self.active.len() >= self.cfg.max_active {
+            return false;
+        }
+        self.active.insert(node.clone(), now);
+        true
+    }
+
     /// The IO side reports an active peer's session was lost (it leaves the active set).
     pub fn lost(&mut self, node: &NodeId) {
         self.active.remove(node);
@@ -688,5 +702,31 @@ pub(crate) mod tests {
         }
         assert!(s.is_active(&long[0]));
         assert!(s.is_active(&id(1)) || long[0] == id(1));
+    }
+
+    #[test]
+    fn an_inbound_peer_is_adopted_only_while_there_is_room() {
+        let cfg = SelectionConfig {
+            min_active: 1,
+            max_active: 2,
+            long_links: 0,
+            ..SelectionConfig::default()
+        };
+        let mut s = Selector::new(cfg);
+        let t0 = Instant::now();
+        assert!(s.adopt(t0, &id(1)));
+        assert!(s.adopt(t0, &id(1)), "adopting twice is harmless");
+        assert!(s.adopt(t0, &id(2)));
+        assert!(!s.adopt(t0, &id(3)), "full at max_active");
+        assert_eq!(s.active_len(), 2);
+        // With nothing better measured, a round keeps both adopted peers.
+        let cands = [c(1, Some(10)), c(2, Some(10)), c(3, None)];
+        let actions = s.decide(t0, &cands);
+        assert!(
+            actions.iter().all(|a| matches!(a, Action::Probe(_))),
+            "{actions:?}"
+        );
+        s.lost(&id(1));
+        assert!(s.adopt(t0, &id(3)), "room again after a loss");
     }
 }

@@ -146,6 +146,7 @@ impl NetArgs {
             timers: self.timers,
             base_port: self.base_port,
             direct: false,
+            bootstrap: 0,
         }
     }
 }

@@ -33,6 +33,26 @@ pub struct NodeStatus {
     pub revoked: bool,
     /// Counters: bad input from peers, manifests rejected, sessions, updates.
     pub counters: BTreeMap<String, u64>,
+    /// Peer selection inside the org, when `[selection]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionStatus>,
+}
+
+/// What `trellis status` shows of peer selection (docs/adr/0015).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SelectionStatus {
+    /// `default`, `relay` or `thin`.
+    pub role: String,
+    /// Fewest active peers wanted.
+    pub min_active: usize,
+    /// Most active peers kept (configured peers count, and stay beyond it).
+    pub max_active: usize,
+    /// Active peers now (configured ones included).
+    pub active: usize,
+    /// Candidates with a fresh probe (warm).
+    pub warm: usize,
+    /// Directory and bootstrap nodes known (cold and warm included).
+    pub candidates: usize,
 }
 
 /// A peer and its session.

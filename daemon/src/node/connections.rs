@@ -65,14 +65,20 @@ impl Connections {
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let (conn_tx, conn_rx) = mpsc::unbounded_channel::<NewConn>();
-        let sessions = spawn_session_thread(conn_rx, events, cfg, shutdown.clone())?;
+        let sessions = spawn_session_thread(conn_rx, events.clone(), cfg, shutdown.clone())?;
         let accept = OwnedTask::spawn(accept_loop(
             endpoint.clone(),
             conn_tx.clone(),
             view.clone(),
             audit,
         ));
-        let dial = OwnedTask::spawn(dial_manager(endpoint.clone(), dialing, conn_tx, view));
+        let dial = OwnedTask::spawn(dial_manager(
+            endpoint.clone(),
+            dialing,
+            conn_tx,
+            view,
+            events.clone(),
+        ));
         Ok(Self {
             accept,
             dial,
@@ -239,6 +245,7 @@ async fn dial_manager(
     dialing: Dialing,
     conns: mpsc::UnboundedSender<NewConn>,
     view: Arc<View>,
+    events: mpsc::Sender<Event>,
 ) {
     let Dialing {
         mut commands,
@@ -255,8 +262,23 @@ async fn dial_manager(
     });
     // Owned here: aborting the manager aborts every dialer.
     let mut dialers: HashMap<NodeId, OwnedTask> = HashMap::new();
-    while let Some(cmd) = commands.recv().await {
+    let mut probes = JoinSet::new();
+    loop {
+        let cmd = tokio::select! {
+            cmd = commands.recv() => cmd,
+            Some(_) = probes.join_next(), if !probes.is_empty() => continue,
+        };
+        let Some(cmd) = cmd else { break };
         match cmd {
+            DialCmd::Probe(peer, addr) => {
+                probes.spawn(probe(
+                    peer,
+                    addr,
+                    endpoint.clone(),
+                    dialing.clone(),
+                    events.clone(),
+                ));
+            }
             DialCmd::Start(spec) => {
                 let Some(addr) = spec.address else { continue };
                 // A peer with its own failure detection gets its own transport limits.
@@ -287,6 +309,46 @@ async fn dial_manager(
             }
         }
     }
+}
+
+/// How long a probe's handshake may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Probes a selection candidate: a verified handshake whose RTT is reported, then the
+/// connection is closed before any stream opens.
+async fn probe(
+    peer: NodeId,
+    addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    dialing: Arc<DialContext>,
+    events: mpsc::Sender<Event>,
+) {
+    let current = dialing
+        .identity
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let dialed = transport::dial(
+        &endpoint,
+        addr,
+        &current,
+        dialing.trust.clone(),
+        peer.clone(),
+        &dialing.limits,
+    );
+    let rtt = match tokio::time::timeout(PROBE_TIMEOUT, dialed).await {
+        Ok(Ok(conn)) => {
+            let rtt = conn.rtt();
+            conn.close(0u32.into(), b"probe");
+            Some(rtt)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(peer = peer.as_str(), %addr, error = %e, "probe failed");
+            None
+        }
+        Err(_) => None,
+    };
+    let _ = events.send(Event::Probed { peer, rtt }).await;
 }
 
 /// Keeps a session with `peer` up: dial, wait for the connection to end, redial with

@@ -22,6 +22,7 @@ pub mod routing_loop;
 pub mod run;
 mod score_store;
 mod scores;
+mod selection;
 pub mod trust;
 pub mod view;
 

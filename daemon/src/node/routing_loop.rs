@@ -56,6 +56,8 @@ pub enum DialCmd {
     Start(PeerSpec),
     /// Stop dialing this peer.
     Stop(NodeId),
+    /// Probe a selection candidate: handshake, measure, close ([`Event::Probed`]).
+    Probe(NodeId, SocketAddr),
 }
 
 /// An operator command, answered on `reply`.
@@ -167,6 +169,8 @@ pub struct RoutingLoop {
     holdoff: super::holdoff::HoldOff,
     /// Every peer's score: measured RTT, loss, failures and trust → link cost.
     scores: super::scores::Scores,
+    /// Peer selection inside the org, with `[selection]` (ADR 0015).
+    selection: Option<super::selection::Selection>,
 }
 
 /// A session up this long is kept when the peer connects again (the new connection is
@@ -257,6 +261,7 @@ impl RoutingLoop {
             default_max_routes: 10_000,
             holdoff: super::holdoff::HoldOff::new(std::time::Duration::ZERO),
             scores: super::scores::Scores::new(Default::default(), Vec::new()),
+            selection: None,
         };
         for spec in this.peers.values() {
             this.show_peer(spec, "connecting", None);
@@ -267,6 +272,11 @@ impl RoutingLoop {
     /// Uses `scores` (with the states restored from `node.db`); before peers are added.
     pub(super) fn set_scores(&mut self, scores: super::scores::Scores) {
         self.scores = scores;
+    }
+
+    /// Chooses peers among the org's directory with `selection` (ADR 0015).
+    pub(super) fn set_selection(&mut self, selection: super::selection::Selection) {
+        self.selection = Some(selection);
     }
 
     /// Caps the number of configured peers and sets the route limit of a peer added
@@ -383,6 +393,7 @@ impl RoutingLoop {
                 .poll_timeout()
                 .into_iter()
                 .chain(self.holdoff.next_end())
+                .chain(self.selection.as_ref().map(|s| s.next_round()))
                 .min()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| {
@@ -402,6 +413,7 @@ impl RoutingLoop {
                 () = tokio::time::sleep_until(timer) => {
                     self.router.handle(Instant::now(), Input::Tick);
                     self.release_held_off(Instant::now());
+                    self.select(Instant::now());
                 }
             }
             self.drain();
@@ -568,6 +580,9 @@ impl RoutingLoop {
                 self.router
                     .handle(now, Input::SessionUp { peer: peer.clone() });
                 self.view.count("sessions_established", 1);
+                if let Some(selection) = self.selection.as_mut() {
+                    selection.up(&peer);
+                }
                 if let Some(spec) = self.peers.get(&peer) {
                     self.show_peer(spec, "up", None);
                 }
@@ -630,6 +645,9 @@ impl RoutingLoop {
                     subject: peer.as_str().into(),
                     detail: reason,
                 });
+                if self.selection.as_mut().is_some_and(|s| s.down(now, &peer)) {
+                    let _ = self.remove_peer(now, &peer, "selection: session ended");
+                }
             }
             Event::Update { peer, conn, batch } => {
                 if !self.is_current(&peer, conn) {
@@ -683,6 +701,11 @@ impl RoutingLoop {
                 self.view.count("bad_input_from_peers", 1);
                 tracing::warn!(peer = peer.as_str(), %reason, "bad input from peer");
                 self.log_event("peer.bad_input", peer.as_str(), reason);
+            }
+            Event::Probed { peer, rtt } => {
+                if let Some(selection) = self.selection.as_mut() {
+                    selection.probed(now, &peer, rtt);
+                }
             }
             Event::Rtt { peer, micros } => {
                 self.scores
@@ -747,10 +770,15 @@ impl RoutingLoop {
         now: Instant,
     ) -> bool {
         if !self.peers.contains_key(peer) {
-            handle
-                .kill
-                .kill(CloseReason::PeerUnconfigured, "not configured");
-            return false;
+            // A directory node may dial us: taken while the selection has room.
+            let adopted = self.selection.as_mut().and_then(|s| s.inbound(now, peer));
+            let added = adopted.is_some_and(|spec| self.add_peer(spec, false).is_ok());
+            if !added {
+                handle
+                    .kill
+                    .kill(CloseReason::PeerUnconfigured, "not configured");
+                return false;
+            }
         }
         if let Some(old) = self.sessions.get(peer) {
             // A session up for a while wins over any new connection (as BGP keeps an
@@ -849,6 +877,9 @@ impl RoutingLoop {
         let revoked = self.trust.apply_snapshot(&org, &snapshot);
         if own {
             self.trust.pin_partner_cas(&org, &snapshot);
+            if let Some(selection) = self.selection.as_mut() {
+                selection.hurry(Instant::now()); // The directory may have changed.
+            }
         }
         self.stop_revoked_peers(&revoked);
         // Name rules, partner CAs: every route's name and origin is checked again.
@@ -1095,6 +1126,41 @@ impl RoutingLoop {
             }
             self.show_peer(&spec, "connecting", None);
             self.log_event("peer.released", peer.as_str(), "hold-off ended".into());
+        }
+    }
+
+    /// Runs a selection round when one is due and carries out its steps.
+    fn select(&mut self, now: Instant) {
+        let Some(selection) = self.selection.as_mut() else {
+            return;
+        };
+        if selection.next_round() > now {
+            return;
+        }
+        let pinned: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|s| s.source != super::selection::SOURCE)
+            .map(|s| s.node.clone())
+            .collect();
+        let scores = &self.scores;
+        let steps = selection.round(now, &pinned, |n| scores.cost(n));
+        self.view.write().selection = Some(selection.summary());
+        for step in steps {
+            match step {
+                super::selection::Step::Add(spec) => {
+                    let node = spec.node.clone();
+                    if let Err(e) = self.add_peer(spec, false) {
+                        tracing::warn!(peer = node.as_str(), error = %e.message, "selected peer not added");
+                    }
+                }
+                super::selection::Step::Remove(node, why) => {
+                    let _ = self.remove_peer(now, &node, why);
+                }
+                super::selection::Step::Probe(node, addr) => {
+                    let _ = self.dial.send(DialCmd::Probe(node, addr));
+                }
+            }
         }
     }
 

@@ -211,6 +211,17 @@ pub async fn run(
             tracing::warn!(error = %e, "peer not added");
         }
     }
+    let directory_admit: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
+    if let Some(settings) = config.selection.clone() {
+        routing.set_selection(super::selection::Selection::new(
+            local_id.clone(),
+            settings,
+            trust.clone(),
+            directory_admit.clone(),
+            config.scoring.score_config(),
+            Instant::now(),
+        ));
+    }
     routing.set_epoch_base(restored.max_epoch);
     restore_into(&mut routing, restored);
 
@@ -226,10 +237,12 @@ pub async fn run(
     };
     let admit_set = admitted.clone();
     let admit: transport::Admit = Arc::new(move |node: &NodeId| {
-        admit_set
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(node)
+        let listed = |set: &RwLock<HashSet<NodeId>>| {
+            set.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(node)
+        };
+        listed(&admit_set) || listed(&directory_admit)
     });
     let server = transport::server_config(&identity, trust.clone(), admit.clone(), &limits)
         .map_err(|e| NodeError::Config(e.to_string()))?;

@@ -75,6 +75,11 @@ impl Scores {
         }
     }
 
+    /// The link cost `peer` has now, if it is scored.
+    pub(super) fn cost(&self, peer: &NodeId) -> Option<u32> {
+        self.peers.get(peer).map(|e| e.score.cost())
+    }
+
     fn with(&mut self, peer: &NodeId, f: impl FnOnce(&mut PeerScore)) {
         if let Some(e) = self.peers.get_mut(peer) {
             f(&mut e.score);

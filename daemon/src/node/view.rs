@@ -32,6 +32,8 @@ pub struct ViewState {
     pub cert_not_after: u64,
     /// The own org's authority has revoked this node (its trust snapshot says so).
     pub revoked: bool,
+    /// Peer selection, when configured.
+    pub selection: Option<crate::admin::SelectionStatus>,
 }
 
 /// The shared read model.
@@ -56,6 +58,7 @@ impl View {
                 snapshot_version: 0,
                 cert_not_after,
                 revoked: false,
+                selection: None,
             }),
             external: std::sync::Mutex::default(),
         }
@@ -155,6 +158,7 @@ impl View {
             cert_not_after: s.cert_not_after,
             revoked: s.revoked,
             counters,
+            selection: s.selection.clone(),
         }
     }
 }

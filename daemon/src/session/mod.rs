@@ -120,6 +120,13 @@ pub enum Event {
         /// Round-trip time in microseconds.
         micros: u64,
     },
+    /// A probe of a selection candidate ended (not a session: a handshake, then closed).
+    Probed {
+        /// The candidate.
+        peer: NodeId,
+        /// The handshake's RTT, or `None` if it failed.
+        rtt: Option<std::time::Duration>,
+    },
 }
 
 /// What the routing loop sends to a session.

@@ -54,6 +54,10 @@ pub struct NetOptions {
     /// Peers dial each other directly, not through the link emulator (benchmarks: the
     /// emulator is a userspace relay that would cost CPU on every hop).
     pub direct: bool,
+    /// With N > 0, every node runs peer selection (`[selection]`) with the first N nodes
+    /// of its org as bootstrap entries, and dials directly (the `peer-selection`
+    /// scenario); topology links still become configured (pinned) peers.
+    pub bootstrap: usize,
 }
 
 impl std::str::FromStr for Timers {
@@ -113,6 +117,8 @@ pub struct Cluster {
     pub timers: Timers,
     /// Peers dial each other's own port (no emulator).
     direct: bool,
+    /// Bootstrap entries per node, 0: no peer selection.
+    bootstrap: usize,
     exe: PathBuf,
     children: HashMap<String, Child>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -186,7 +192,8 @@ impl Cluster {
                 emulator_pid: None,
             },
             timers,
-            direct: net.direct,
+            direct: net.direct || net.bootstrap > 0,
+            bootstrap: net.bootstrap,
             exe,
             children: HashMap::new(),
             runtime: None,
@@ -415,6 +422,7 @@ impl Cluster {
                 }
             }
             text.push_str(&allow_rules(org, &topo.orgs));
+            text.push_str(&self.selection_section(org));
             let peerings = node.dir.join("peerings");
             fs::create_dir_all(&peerings).map_err(|e| format!("{}: {e}", peerings.display()))?;
             for (partner, (role, endpoints)) in partners {
@@ -435,6 +443,25 @@ impl Cluster {
             write_file(&node.dir.join("trellis.toml"), text.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// The `[selection]` section of a node of `org` (empty without `bootstrap`).
+    fn selection_section(&self, org: &str) -> String {
+        if self.bootstrap == 0 {
+            return String::new();
+        }
+        let entries: Vec<String> = self
+            .state
+            .nodes
+            .iter()
+            .filter(|n| n.id.split_once('/').is_some_and(|(o, _)| o == org))
+            .take(self.bootstrap)
+            .map(|n| format!("\"{}@127.0.0.1:{}\"", n.id, n.port))
+            .collect();
+        format!(
+            "[selection]\nround = \"1s\"\nbootstrap = [{}]\n",
+            entries.join(", ")
+        )
     }
 
     /// Runs the link emulator in this process (scenarios and the demo).

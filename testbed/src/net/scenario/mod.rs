@@ -5,6 +5,7 @@
 
 mod degrade;
 mod faults;
+mod selection;
 mod watch;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use crate::topology_file::resolve;
 use watch::{Run, Watch};
 
 /// Every scenario, by name.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "converge",
     "kill-node",
     "restart-node",
@@ -29,6 +30,7 @@ pub const SCENARIOS: [&str; 10] = [
     "authority-down",
     "restart-storm",
     "degrade-link",
+    "peer-selection",
 ];
 
 /// How to run a scenario.
@@ -133,7 +135,10 @@ pub struct Report {
     /// (the revocation to every session with the node closed).
     pub timing: std::collections::BTreeMap<String, u64>,
     /// Named counts: `jitter_path_changes` and `jitter_cost_changes` (degrade-link: best
-    /// paths and link costs changed in a minute of jitter, every node together).
+    /// paths and link costs changed in a minute of jitter, every node together);
+    /// `sessions_max`, `sessions_mean_tenths` and `sessions_established` (peer-selection:
+    /// most sessions of one node, the mean per node in tenths, and sessions brought up in
+    /// all, churn included).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub counts: std::collections::BTreeMap<String, u64>,
     /// The link emulator's counters per link, at the end.
@@ -164,7 +169,11 @@ pub fn run(opts: &Options) -> Result<Report, String> {
             SCENARIOS.join(", ")
         ));
     }
-    let topo = resolve(&opts.topology, opts.nodes, 3, opts.seed)?;
+    let topo = if opts.name == "peer-selection" {
+        selection::topology(opts.nodes)?
+    } else {
+        resolve(&opts.topology, opts.nodes, 3, opts.seed)?
+    };
     let temp = opts.dir.is_none();
     let dir = opts.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!(
@@ -187,6 +196,16 @@ fn run_in(
     topo: &crate::topology_file::TopologyFile,
     dir: &std::path::Path,
 ) -> Result<Report, String> {
+    if opts.name == "peer-selection" {
+        let net = NetOptions {
+            bootstrap: selection::BOOTSTRAP,
+            ..opts.net
+        };
+        let cluster = Cluster::create(dir, topo, net, opts.seed, false)?;
+        let mut run = Run::new(cluster, topo);
+        let took = selection::select(&mut run)?;
+        return Ok(finish(opts, run, took));
+    }
     let cluster = Cluster::create(dir, topo, opts.net, opts.seed, false)?;
     let mut run = Run::new(cluster, topo);
     run.cluster.start_emulator(opts.seed)?;
@@ -208,7 +227,6 @@ fn run_in(
     }
     let (expected, absent) = run.expectations(&[]);
     let converged = run.settle(&mut w, &expected, &absent);
-    let converge_ms = ms(converged).unwrap_or(0);
     let detail = if converged.is_some() {
         format!(
             "{} pairs delivered, {} withheld by valley-free export",
@@ -231,6 +249,14 @@ fn run_in(
     if converged.is_some() {
         faults::fault(&mut run, &opts.name, n / 2)?;
     }
+    Ok(finish(opts, run, converged))
+}
+
+/// Stops the network and reports; `converged` is when the scenario's first expected
+/// state was reached.
+fn finish(opts: &Options, mut run: Run, converged: Option<Duration>) -> Report {
+    let n = run.cluster.state.nodes.len();
+    let converge_ms = ms(converged).unwrap_or(0);
     run.record_counters();
     let rss: Vec<u64> = run
         .cluster
@@ -276,9 +302,13 @@ fn run_in(
     );
     let ok = run.invariants.iter().all(|i| i.held);
     let last = run.phases.last();
-    Ok(Report {
+    Report {
         scenario: opts.name.clone(),
-        topology: opts.topology.clone(),
+        topology: if opts.name == "peer-selection" {
+            "one org, no configured peers".into()
+        } else {
+            opts.topology.clone()
+        },
         timers: opts.net.timers,
         nodes: n,
         converge_ms,
@@ -301,7 +331,7 @@ fn run_in(
         term_exit_ms_max: ms(Some(stopped.slowest)).unwrap_or(0),
         invariants: run.invariants,
         ok,
-    })
+    }
 }
 
 /// A human summary of a report.
