@@ -95,6 +95,13 @@ fn example_node_config_sets_every_key() {
     assert_eq!(c.timers, Timers::default());
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.peers.len(), 2);
+    let sel = c.selection.as_ref().expect("[selection]");
+    assert_eq!(
+        (sel.selector.min_active, sel.selector.max_active, sel.round),
+        (3, 5, Duration::from_secs(2))
+    );
+    assert_eq!(sel.advertise, Some("127.0.0.1:7201".parse().unwrap()));
+    assert_eq!(sel.bootstrap.len(), 1);
     let b = &c.peers[0];
     assert_eq!(b.node_id, NodeId::new("acme/b").unwrap());
     assert_eq!(
