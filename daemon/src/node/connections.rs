@@ -240,6 +240,36 @@ struct DialContext {
     backoff: (Duration, Duration),
 }
 
+impl DialContext {
+    /// Dials `peer` at `addr` with the node's current identity (renewal swaps it);
+    /// returns that identity's node id with the dial.
+    fn dial(
+        &self,
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        peer: &NodeId,
+    ) -> (
+        NodeId,
+        impl std::future::Future<Output = Result<quinn::Connection, transport::TransportError>>,
+    ) {
+        let current = self
+            .identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let local = current.node.clone();
+        let (endpoint, trust, limits, peer) = (
+            endpoint.clone(),
+            self.trust.clone(),
+            self.limits.clone(),
+            peer.clone(),
+        );
+        let dialed =
+            async move { transport::dial(&endpoint, addr, &current, trust, peer, &limits).await };
+        (local, dialed)
+    }
+}
+
 async fn dial_manager(
     endpoint: quinn::Endpoint,
     dialing: Dialing,
@@ -323,19 +353,7 @@ async fn probe(
     dialing: Arc<DialContext>,
     events: mpsc::Sender<Event>,
 ) {
-    let current = dialing
-        .identity
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let dialed = transport::dial(
-        &endpoint,
-        addr,
-        &current,
-        dialing.trust.clone(),
-        peer.clone(),
-        &dialing.limits,
-    );
+    let (_, dialed) = dialing.dial(&endpoint, addr, &peer);
     let rtt = match tokio::time::timeout(PROBE_TIMEOUT, dialed).await {
         Ok(Ok(conn)) => {
             let rtt = conn.rtt();
@@ -368,19 +386,7 @@ async fn dial_loop(
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
-        let current = dialing
-            .identity
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let dialed = transport::dial(
-            &endpoint,
-            addr,
-            &current,
-            dialing.trust.clone(),
-            peer.clone(),
-            &dialing.limits,
-        );
+        let (local, dialed) = dialing.dial(&endpoint, addr, &peer);
         // A dial whose first packets found no listener completes only at QUIC's next
         // retransmission; if the peer dialed us meanwhile, that late connection would
         // only contend with a working session: abandon it.
@@ -390,7 +396,6 @@ async fn dial_loop(
         };
         match dialed {
             Ok(conn) => {
-                let local = current.node.clone();
                 if conns
                     .send(NewConn {
                         conn: conn.clone(),
