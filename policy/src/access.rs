@@ -126,6 +126,42 @@ impl AccessRules {
         }])
     }
 
+    /// The rules as Cedar policies (`@id("dataplane-allow-N")`, N from 1), permitting
+    /// `connect_to_service` exactly where [`AccessRules::decide`] allows; what the
+    /// daemon loads beside its policies (docs/adr/0016-cedar-decides.md).
+    pub fn to_cedar(&self) -> String {
+        let mut out = String::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let services: Vec<String> = rule
+                .services
+                .iter()
+                .map(|s| match s {
+                    Services::Any => "true".to_owned(),
+                    Services::Name(n) if n.as_str().starts_with("*.") => {
+                        format!("resource.name like \"{}\"", n.as_str())
+                    }
+                    Services::Name(n) => format!("resource.name == \"{}\"", n.as_str()),
+                })
+                .collect();
+            let from: Vec<String> = rule
+                .from
+                .iter()
+                .map(|p| match p {
+                    Principal::Any => "true".to_owned(),
+                    Principal::Org(o) => format!("principal.org == \"{}\"", o.as_str()),
+                    Principal::Node(n) => format!("principal == Node::\"{}\"", n.as_str()),
+                })
+                .collect();
+            out.push_str(&format!(
+                "@id(\"dataplane-allow-{}\")\npermit (principal is Node, action == Action::\"connect_to_service\", resource is Service)\nwhen {{ ({}) && ({}) }};\n",
+                i + 1,
+                services.join(" || "),
+                from.join(" || ")
+            ));
+        }
+        out
+    }
+
     /// The rules, in order.
     pub fn rules(&self) -> &[AllowRule] {
         &self.rules
@@ -227,5 +263,61 @@ mod tests {
             Principal::parse(" acme/a ").expect("trimmed"),
             Principal::Node(node("acme/a"))
         );
+    }
+
+    #[test]
+    fn the_cedar_translation_decides_as_the_rules_do() {
+        use crate::cedar::{Act, Policies, Resource, Subject};
+        let sets = [
+            AccessRules::own_org(&OrgId::new("acme").expect("org")),
+            AccessRules::new(vec![
+                rule(&["web.acme", "*.eu.acme"], &["globex"]),
+                rule(&["db.acme"], &["initech/gw-1", "acme"]),
+                rule(&["*"], &["acme/admin"]),
+            ]),
+            AccessRules::new(vec![rule(&["*.acme"], &["*"])]),
+            AccessRules::new(Vec::new()),
+        ];
+        let services = [
+            "web.acme",
+            "db.acme",
+            "x.eu.acme",
+            "a.b.eu.acme",
+            "eu.acme",
+            "db.globex",
+            "web.acme.x",
+        ];
+        let nodes = [
+            "acme/a",
+            "acme/admin",
+            "globex/g",
+            "initech/gw-1",
+            "initech/gw-2",
+        ];
+        for rules in &sets {
+            let policies = Policies::load(&rules.to_cedar(), "generated").expect("valid Cedar");
+            for s in services {
+                let Ok(name) = ServiceName::new(s) else {
+                    continue;
+                };
+                for n in nodes {
+                    let want = rules.decide(&node(n), &name).allowed();
+                    let got = policies.decide(
+                        &Subject::Node { id: n.into() },
+                        Act::ConnectToService,
+                        &Resource::Service {
+                            name: s.into(),
+                            org: s.rsplit('.').next().unwrap_or_default().into(),
+                        },
+                    );
+                    assert_eq!(
+                        got.allowed,
+                        want,
+                        "{n} → {s} under {:?}: {got:?}",
+                        rules.rules()
+                    );
+                }
+            }
+        }
     }
 }

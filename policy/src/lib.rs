@@ -8,11 +8,15 @@
 //! - [`envelope`] frames a signed document (`SignedEnvelope` in `schemas/peering.capnp`)
 //!   with a domain-separated signing input, so a signature over one kind of document can
 //!   never be replayed as another (docs/protocol.md, "Signed documents").
-//! - [`access`] holds the data plane's allow rules: which nodes may reach which services.
+//! - [`access`] holds the data plane's allow rules: which nodes may reach which services;
+//!   [`access::AccessRules::to_cedar`] turns them into Cedar policies.
+//! - [`cedar`] decides every action with Cedar: the schema, the default policies,
+//!   validated loading with `FILE:LINE:COL` errors, cached and explained decisions.
 //! - [`snapshot`] builds, signs and verifies an org authority's trust snapshot: signature
 //!   by the org CA key, expiry, and anti-rollback against the version the caller stored.
 
 pub mod access;
+pub mod cedar;
 pub mod envelope;
 pub mod snapshot;
 
