@@ -81,7 +81,7 @@ pub fn failure(e: ClientError) -> Failure {
         ClientError::Protocol(_) => 6,
         ClientError::Api(api) => match api.kind {
             ErrorKind::BadRequest => 2,
-            ErrorKind::NotFound | ErrorKind::Conflict => 1,
+            ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Forbidden => 1,
             ErrorKind::Internal => 6,
         },
     };

@@ -10,6 +10,7 @@ mod connect;
 mod local;
 mod names;
 mod node;
+mod policy;
 mod table;
 
 use std::path::PathBuf;
@@ -79,6 +80,9 @@ enum Command {
     },
     /// Re-read a node's config and peering files and apply peer changes (as SIGHUP).
     Reload,
+    /// Cedar policies: explain a decision, reload the policy file.
+    #[command(subcommand)]
+    Policy(policy::Policy),
     /// Trust snapshots.
     #[command(subcommand)]
     Snapshot(local::Snapshot),
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
         Command::Connect(cmd) => connect::connect(&ctx, cmd),
         Command::Topology { format } => node::topology(&ctx, format),
         Command::Reload => node::reload(&ctx),
+        Command::Policy(cmd) => policy::policy(&ctx, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

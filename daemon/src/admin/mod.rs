@@ -5,6 +5,7 @@
 //! The same record types are what `trellis --json` prints, so scripts see exactly what the
 //! daemon answered.
 
+pub mod authz;
 pub mod client;
 mod node_records;
 mod records;
@@ -161,6 +162,20 @@ pub enum Request {
     NamesList,
     /// Authority: pin a partner org's CA for every node of the org (PEM), or unpin it
     /// (`None`). Published in a new trust snapshot.
+    /// Explain the decision the policies in force give (`trellis policy check`).
+    PolicyCheck {
+        /// `Operator::"NAME"`, `ServiceAccount::"ORG/NAME"` or `Node::"ORG/NAME"`.
+        principal: String,
+        /// An action of the schema (`connect_to_service`, `view_routes`, ...).
+        action: String,
+        /// `Daemon::"ORG"`, `Service::"NAME"`, `Route::"SERVICE"` or `Peer::"ORG/NAME"`.
+        resource: String,
+        /// An operator's role (default `admin`).
+        #[serde(default)]
+        role: Option<String>,
+    },
+    /// Re-read the policy file; a bad one is refused and the old policies stay.
+    PolicyReload,
     PartnersCa {
         /// The partner org.
         org: String,
@@ -181,6 +196,8 @@ pub enum ErrorKind {
     Conflict,
     /// The daemon failed (storage, signing); nothing was changed.
     Internal,
+    /// The policies in force do not allow it (the message names the action).
+    Forbidden,
 }
 
 /// An error answer.

@@ -38,6 +38,29 @@ pub struct NodeStatus {
     pub selection: Option<SelectionStatus>,
 }
 
+/// A policy decision explained (`trellis policy check`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyVerdict {
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The policies that decided: the permits that allowed it or the forbids that denied
+    /// it (empty: nothing permitted it, so Cedar's default deny).
+    pub policies: Vec<String>,
+    /// Errors met while evaluating (a policy that failed to evaluate is skipped).
+    pub errors: Vec<String>,
+    /// Where the policies in force came from.
+    pub source: String,
+}
+
+/// What `trellis policy reload` did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyLoaded {
+    /// Where the policies in force come from now.
+    pub source: String,
+    /// How many policies are in force.
+    pub policies: usize,
+}
+
 /// What `trellis status` shows of peer selection (docs/adr/0015).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SelectionStatus {

@@ -8,7 +8,7 @@ use trellis_routing::{NodeId, OrgId};
 
 use super::store::{tokens_spec, RuleKind};
 use super::{AuthorityError, Shared};
-use crate::admin::{ApiError, AuthorityStatus, ErrorKind, Request, TokenCreated};
+use crate::admin::{authz, ApiError, AuthorityStatus, ErrorKind, Request, TokenCreated};
 use crate::enroll::joinstring::JoinString;
 use crate::util::time::now_secs;
 use crate::util::unhex;
@@ -78,7 +78,25 @@ fn check_reason(text: &str, needed_for: &str) -> Result<String, ApiError> {
 fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiError> {
     let now = now_secs();
     let api = |e: super::store::StoreError| e.to_api();
+    let org = shared.ca.org().as_str();
+    authz::authorize(&shared.policies, &authz::local_operator(org), org, &request)?;
     match request {
+        Request::PolicyCheck {
+            principal,
+            action,
+            resource,
+            role,
+        } => json(&authz::check(
+            &shared.policies,
+            org,
+            &principal,
+            &action,
+            &resource,
+            role.as_deref(),
+        )?),
+        Request::PolicyReload => Err(bad(
+            "this authority runs the built-in policies (docs/adr/0016); there is no file to reload",
+        )),
         Request::Status => {
             let (nodes_active, nodes_revoked, joins_pending, tokens_active) =
                 shared.store().counts(now).map_err(api)?;

@@ -218,6 +218,8 @@ pub(crate) struct Shared {
     fingerprint: String,
     /// The newest trust snapshot version; subscribed nodes wait on it.
     published: tokio::sync::watch::Sender<u64>,
+    /// The Cedar policies deciding admin calls (the built-in defaults).
+    policies: trellis_policy::cedar::Shared,
 }
 
 impl Shared {
@@ -271,6 +273,7 @@ fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, Authorit
     let key_path = paths.authority_key();
     let authority_key = pki::load_key(&read_secret(&key_path).map_err(file_err(&key_path))?)?;
     let fingerprint = pki::fingerprint(&ca_der);
+    let policies = trellis_policy::cedar::Policies::defaults(org.as_str(), "");
     let ca = Ca::load(org, ca_der, ca_key)?;
     let tls_cert = AuthorityCert::issue(&ca, authority_key, options.tls_cert_lifetime, now)?;
     let advertise = options.advertise.unwrap_or(options.listen);
@@ -285,6 +288,9 @@ fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, Authorit
         advertise,
         fingerprint,
         published: tokio::sync::watch::channel(0).0,
+        policies: trellis_policy::cedar::Shared::new(
+            policies.map_err(|e| AuthorityError::Config(e.to_string()))?,
+        ),
     })
 }
 

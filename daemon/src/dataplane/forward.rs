@@ -191,12 +191,9 @@ fn authorize_origin(engine: &Engine, header: &StreamHeader) -> Result<(), Refusa
     if engine.table.revoked(requester) {
         return Err((Reset::Unauthorized, format!("{requester} is revoked")));
     }
-    if !engine.rules.decide(requester, &header.service).allowed() {
-        return Err((
-            Reset::Unauthorized,
-            format!("{requester} may not reach {}", header.service),
-        ));
-    }
+    engine
+        .may_connect(requester, &header.service)
+        .map_err(|why| (Reset::Unauthorized, why))?;
     Ok(())
 }
 

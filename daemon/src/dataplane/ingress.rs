@@ -144,8 +144,7 @@ async fn serve(
         refuse(Reset::ServiceLimit, why, client);
         return;
     };
-    if !engine.rules.decide(&engine.local, &service).allowed() {
-        let why = format!("this node's rules do not allow {}", service);
+    if let Err(why) = engine.may_connect(&engine.local, &service) {
         refuse(Reset::Unauthorized, why, client);
         return;
     }

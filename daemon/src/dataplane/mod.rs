@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use trellis_policy::access::AccessRules;
+use trellis_policy::cedar::{Act, Resource, Shared, Subject};
 use trellis_routing::{NodeId, Relationship, ServiceName};
 
 pub use links::Links;
@@ -132,7 +133,7 @@ impl Settings {
 pub(crate) struct Engine {
     local: NodeId,
     settings: Settings,
-    rules: AccessRules,
+    policies: Arc<Shared>,
     table: Arc<dyn Table>,
     links: links::LinkMap,
     stats: Stats,
@@ -142,6 +143,36 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
+    /// Whether the policies in force let `requester` reach `service`
+    /// (`connect_to_service`); `Err` names the policies that forbade it, if any.
+    fn may_connect(&self, requester: &NodeId, service: &ServiceName) -> Result<(), String> {
+        let verdict = self.policies.decide(
+            &Subject::Node {
+                id: requester.as_str().to_owned(),
+            },
+            Act::ConnectToService,
+            &Resource::Service {
+                name: service.as_str().to_owned(),
+                org: service
+                    .as_str()
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
+        );
+        if verdict.allowed {
+            return Ok(());
+        }
+        Err(match verdict.policies.as_slice() {
+            [] => format!("no policy lets {requester} reach {service}"),
+            names => format!(
+                "{requester} may not reach {service} (forbidden by {})",
+                names.join(", ")
+            ),
+        })
+    }
+
     /// Counts and logs a refusal decided here.
     fn refuse(&self, reset: wire::Reset, service: &str, detail: &str) {
         self.stats.refused(reset);
@@ -168,17 +199,14 @@ impl Dataplane {
         local: NodeId,
         settings: Settings,
         table: Arc<dyn Table>,
+        policies: Arc<Shared>,
         db: PathBuf,
         shutdown: CancellationToken,
     ) -> Self {
-        let rules = settings
-            .allow
-            .clone()
-            .unwrap_or_else(|| AccessRules::own_org(&local.org()));
         let engine = Arc::new(Engine {
             local,
             settings,
-            rules,
+            policies,
             table,
             links: links::LinkMap::default(),
             stats: Stats::new(),

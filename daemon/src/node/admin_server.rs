@@ -12,12 +12,13 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use trellis_routing::{NodeId, Relationship, ServiceName};
 
+use super::policy::NodePolicy;
 use super::reload::Reloader;
 use super::route_store::parse_protocol;
 use super::routing_loop::{Command, PeerSpec};
 use super::view::View;
 use super::{NodeStore, Paths};
-use crate::admin::{ApiError, AuditEvent, ErrorKind, Request, SnapshotInfo, Topology};
+use crate::admin::{authz, ApiError, AuditEvent, ErrorKind, Request, SnapshotInfo, Topology};
 use crate::dataplane::Dataplane;
 use crate::util::hex;
 
@@ -37,12 +38,33 @@ pub async fn serve(
     paths: Paths,
     reloader: Arc<Reloader>,
     dataplane: Arc<Dataplane>,
+    policy: Arc<NodePolicy>,
 ) {
     crate::admin::server::serve(listener, move |request| {
         let (view, commands, paths) = (view.clone(), commands.clone(), paths.clone());
-        let (reloader, dataplane) = (reloader.clone(), dataplane.clone());
+        let (reloader, dataplane, policy) = (reloader.clone(), dataplane.clone(), policy.clone());
         async move {
+            let org = policy.org();
+            authz::authorize(&policy.shared(), &authz::local_operator(org), org, &request)?;
             match request {
+                Request::PolicyReload => {
+                    return json(&policy.reload().map_err(|e| bad(e.to_string()))?)
+                }
+                Request::PolicyCheck {
+                    principal,
+                    action,
+                    resource,
+                    role,
+                } => {
+                    return json(&authz::check(
+                        &policy.shared(),
+                        org,
+                        &principal,
+                        &action,
+                        &resource,
+                        role.as_deref(),
+                    )?)
+                }
                 Request::Reload => return json(&reloader.reload().await?),
                 Request::ConnectAdd { .. }
                 | Request::ConnectList

@@ -227,6 +227,9 @@ pub struct NodeConfig {
     pub scoring: Scoring,
     /// Peer selection inside the org (`None`: only the configured peers).
     pub selection: Option<Selection>,
+    /// The Cedar policy file (`[policy] file`), resolved against the config's directory;
+    /// `None`: the built-in default policies (docs/adr/0016-cedar-decides.md).
+    pub policy_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +248,14 @@ struct RawNode {
     #[serde(default)]
     scoring: scoring::RawScoring,
     selection: Option<selection::RawSelection>,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -297,6 +308,7 @@ impl NodeConfig {
             dataplane: crate::dataplane::Settings::default(),
             scoring: Scoring::default(),
             selection: None,
+            policy_file: None,
         }
     }
 
@@ -368,7 +380,14 @@ impl NodeConfig {
             .as_ref()
             .map(|s| selection::selection(&src, s, own_org))
             .transpose()?;
+        let policy_file = raw
+            .policy
+            .file
+            .as_ref()
+            .map(|f| src.relative_path(f, "file"))
+            .transpose()?;
         Ok(Self {
+            policy_file,
             selection,
             listen,
             peering_dir,

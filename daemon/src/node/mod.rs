@@ -16,6 +16,7 @@ mod connections;
 mod fib;
 mod holdoff;
 pub mod peering;
+pub mod policy;
 pub mod reload;
 pub mod route_store;
 pub mod routing_loop;

@@ -171,6 +171,8 @@ pub struct RoutingLoop {
     scores: super::scores::Scores,
     /// Peer selection inside the org, with `[selection]` (ADR 0015).
     selection: Option<super::selection::Selection>,
+    /// The Cedar policies in force (ADR 0016): peer sessions and originations ask them.
+    policies: Option<Arc<trellis_policy::cedar::Shared>>,
 }
 
 /// A session up this long is kept when the peer connects again (the new connection is
@@ -262,6 +264,7 @@ impl RoutingLoop {
             holdoff: super::holdoff::HoldOff::new(std::time::Duration::ZERO),
             scores: super::scores::Scores::new(Default::default(), Vec::new()),
             selection: None,
+            policies: None,
         };
         for spec in this.peers.values() {
             this.show_peer(spec, "connecting", None);
@@ -272,6 +275,31 @@ impl RoutingLoop {
     /// Uses `scores` (with the states restored from `node.db`); before peers are added.
     pub(super) fn set_scores(&mut self, scores: super::scores::Scores) {
         self.scores = scores;
+    }
+
+    /// Asks `policies` before each peer session and origination (ADR 0016).
+    pub(super) fn set_policies(&mut self, policies: Arc<trellis_policy::cedar::Shared>) {
+        self.policies = Some(policies);
+    }
+
+    /// Whether the policies allow `act` on `resource` by `subject`; `Err` says why not.
+    fn policy_allows(
+        &self,
+        subject: &trellis_policy::cedar::Subject,
+        act: trellis_policy::cedar::Act,
+        resource: &trellis_policy::cedar::Resource,
+    ) -> Result<(), String> {
+        let Some(policies) = &self.policies else {
+            return Ok(());
+        };
+        let verdict = policies.decide(subject, act, resource);
+        if verdict.allowed {
+            return Ok(());
+        }
+        Err(match verdict.policies.as_slice() {
+            [] => format!("{} is not allowed by the policies in force", act.name()),
+            names => format!("{} forbidden by {}", act.name(), names.join(", ")),
+        })
     }
 
     /// Chooses peers among the org's directory with `selection` (ADR 0015).
@@ -780,6 +808,27 @@ impl RoutingLoop {
                 return false;
             }
         }
+        if let Some(spec) = self.peers.get(peer) {
+            let resource = trellis_policy::cedar::Resource::Peer {
+                node: peer.as_str().to_owned(),
+                org: peer.org().as_str().to_owned(),
+                role: spec.role.name().to_owned(),
+                trust: spec.trust,
+            };
+            let subject = trellis_policy::cedar::Subject::Node {
+                id: peer.as_str().to_owned(),
+            };
+            let act = trellis_policy::cedar::Act::ConnectPeer;
+            if let Err(why) = self.policy_allows(&subject, act, &resource) {
+                self.view.count("sessions_refused_by_policy", 1);
+                tracing::info!(peer = peer.as_str(), %why, "peer session refused");
+                handle.kill.kill(
+                    CloseReason::PeerUnconfigured,
+                    format!("refused by policy: {why}"),
+                );
+                return false;
+            }
+        }
         if let Some(old) = self.sessions.get(peer) {
             // A session up for a while wins over any new connection (as BGP keeps an
             // Established session): a late dial, e.g. one whose first packets went to a
@@ -945,6 +994,19 @@ impl RoutingLoop {
                 endpoint,
                 reply,
             } => {
+                let route = trellis_policy::cedar::Resource::Route {
+                    service: service.as_str().to_owned(),
+                    origin_org: self.local.org().as_str().to_owned(),
+                    communities: Vec::new(),
+                    path_len: 0,
+                };
+                let operator = crate::admin::authz::local_operator(self.local.org().as_str());
+                let act = trellis_policy::cedar::Act::OriginateRoute;
+                if let Err(why) = self.policy_allows(&operator, act, &route) {
+                    self.view.count("originations_refused", 1);
+                    let _ = reply.send(Err(api(ErrorKind::Forbidden, why)));
+                    return;
+                }
                 // A name this node may not use would be dropped by every receiver.
                 if let Err(refusal) = self.router.may_originate(&self.local, &service) {
                     self.view.count("originations_refused", 1);

@@ -182,6 +182,16 @@ pub async fn run(
     }
     view.add_counter("manifests_unverified_foreign_org", unverified);
     view.add_counter("store_commit_failures", store_failures);
+    // Cedar decides every admin call and data-plane connection.
+    let policy = Arc::new(
+        super::policy::NodePolicy::start(super::policy::PolicySource {
+            file: config.policy_file.clone(),
+            org: org.clone(),
+            allow: config.dataplane.allow.clone(),
+        })
+        .map_err(|e| NodeError::Config(e.to_string()))?,
+    );
+
     let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
     let (dial_tx, dial_rx) = mpsc::unbounded_channel();
     let store_audit = store_tx.clone();
@@ -222,6 +232,7 @@ pub async fn run(
             Instant::now(),
         ));
     }
+    routing.set_policies(policy.shared());
     routing.set_epoch_base(restored.max_epoch);
     restore_into(&mut routing, restored);
 
@@ -273,6 +284,7 @@ pub async fn run(
         local_id.clone(),
         config.dataplane.clone(),
         table,
+        policy.shared(),
         paths.db(),
         shutdown.clone(),
     ));
@@ -343,6 +355,7 @@ pub async fn run(
         paths.clone(),
         reloader.clone(),
         dataplane.clone(),
+        policy.clone(),
     ));
     let hup_task = OwnedTask::spawn(super::reload::on_sighup(reloader));
     let renewal = Renewal {
