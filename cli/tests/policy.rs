@@ -1,5 +1,5 @@
 //! Cedar policies with real daemons (ADR 0016): a node's policy file decides its admin
-//! calls, originations and peer sessions; `policy check` explains a decision; a bad file
+//! calls, originations, route imports and peer sessions; `policy check` explains a decision; a bad file
 //! is refused at its line on reload and the policies in force stay.
 
 mod common;
@@ -20,6 +20,10 @@ when { principal.org == "acme" };
 @id("no-billing")
 forbid (principal, action == Action::"originate_route", resource is Route)
 when { resource.service like "*.billing.acme" };
+
+@id("no-secret-import")
+forbid (principal, action == Action::"import_route", resource is Route)
+when { resource.service == "secret.acme" };
 "#;
 
 #[test]
@@ -38,6 +42,18 @@ fn the_policy_file_decides_and_a_bad_reload_keeps_it() {
     }
     let a = &nodes[0];
     wait_for("a–b up", || a.peer_up("acme/b").then_some(()));
+
+    // An import the file forbids never reaches a's table: b announces secret.acme
+    // before open.acme, so once open.acme is there, secret.acme was decided.
+    for name in ["secret.acme", "open.acme"] {
+        let out = trellis(
+            &nodes[1].dir,
+            &["routes", "advertise", name, "--endpoint", "127.0.0.1:9"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    wait_for("open.acme at a", || a.route("open.acme"));
+    assert!(a.route("secret.acme").is_none(), "filtered on import");
 
     // An origination the file forbids is refused, and says by which policy.
     let advertise = |name: &str| {

@@ -69,6 +69,9 @@ pub struct PeeringConfig {
     pub local_pref: u32,
     /// The partner nodes we peer with (at least one).
     pub endpoints: Vec<Endpoint>,
+    /// Cedar policies for this peering (import and export filters), added to the node's
+    /// policies (docs/adr/0016-cedar-decides.md).
+    pub policy: Option<PathBuf>,
 }
 
 impl PeeringConfig {
@@ -93,6 +96,7 @@ struct RawPeering {
     trust: Int,
     link_cost: Int,
     local_pref: Int,
+    policy: Option<Spanned<String>>,
     #[serde(default, rename = "endpoint")]
     endpoints: Vec<RawEndpoint>,
 }
@@ -197,6 +201,11 @@ fn parse_located(
             DEFAULT_LOCAL_PREF,
         )?,
         endpoints,
+        policy: raw
+            .policy
+            .as_ref()
+            .map(|p| src.relative_path(p, "policy"))
+            .transpose()?,
     };
     Ok((config, raw.org.span()))
 }

@@ -18,6 +18,17 @@ pub struct PolicySource {
     pub org: OrgId,
     /// The data plane's allow rules from the config, if any.
     pub allow: Option<AccessRules>,
+    /// The peering configs' policy files (import and export filters), added to the rest.
+    pub peering_files: Vec<PathBuf>,
+}
+
+fn read(path: &std::path::Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|e| PolicyError {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        reason: format!("cannot read it: {e}"),
+    })
 }
 
 impl PolicySource {
@@ -32,18 +43,28 @@ impl PolicySource {
             (None, None) => AccessRules::own_org(&self.org).to_cedar(),
             (None, Some(_)) => String::new(),
         };
+        // Each peering file is checked on its own first, so an error names its file.
+        let mut peerings = String::new();
+        for path in &self.peering_files {
+            let text = read(path)?;
+            Policies::load(&text, &path.display().to_string())?;
+            peerings.push_str(&text);
+            peerings.push('\n');
+        }
+        let extra = format!("{generated}\n{peerings}");
         let Some(path) = &self.file else {
-            return Policies::defaults(self.org.as_str(), &generated);
+            return Policies::defaults(self.org.as_str(), &extra);
         };
+        // The rest follows the file, so the file's line numbers stay right.
+        let text = read(path)?;
         let label = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            file: label.clone(),
-            line: 1,
-            column: 1,
-            reason: format!("cannot read it: {e}"),
-        })?;
-        // The generated rules follow the file, so the file's line numbers stay right.
-        Policies::load(&format!("{text}\n{generated}"), &label)
+        Policies::load(&format!("{text}\n{extra}"), &label)
+    }
+
+    /// Whether routes need Cedar's filter: a policy file or a peering's policies exist
+    /// (the defaults permit every route, so without them the filter is skipped).
+    pub fn filters_routes(&self) -> bool {
+        self.file.is_some() || !self.peering_files.is_empty()
     }
 }
 
@@ -67,6 +88,11 @@ impl NodePolicy {
     /// The policies in force, for everything that asks.
     pub fn shared(&self) -> std::sync::Arc<trellis_policy::cedar::Shared> {
         self.shared.clone()
+    }
+
+    /// Whether routes go through Cedar's filter ([`PolicySource::filters_routes`]).
+    pub fn filters_routes(&self) -> bool {
+        self.source.filters_routes()
     }
 
     /// The node's org.

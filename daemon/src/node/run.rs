@@ -149,6 +149,17 @@ pub async fn run(
         let _ = stored_snapshot(&node_store, &p.org, &trust);
     }
 
+    // Cedar decides every admin call and data-plane connection.
+    let policy = Arc::new(
+        super::policy::NodePolicy::start(super::policy::PolicySource {
+            file: config.policy_file.clone(),
+            org: org.clone(),
+            allow: config.dataplane.allow.clone(),
+            peering_files: peerings.iter().filter_map(|p| p.policy.clone()).collect(),
+        })
+        .map_err(|e| NodeError::Config(e.to_string()))?,
+    );
+
     // Routing core.
     let sigs =
         codec::signatures::NodeSignatures::new(local_id.clone(), &key, cert_der, trust.clone())
@@ -159,7 +170,12 @@ pub async fn run(
     rcfg.mrai = config.timers.mrai;
     rcfg.max_path_len = config.limits.max_path_len;
     rcfg.graceful_restart = config.timers.graceful_restart;
-    let router = Router::new(rcfg, Box::new(sigs), Instant::now());
+    let mut router = Router::new(rcfg, Box::new(sigs), Instant::now());
+    if policy.filters_routes() {
+        router.set_policy(Box::new(trellis_policy::cedar::CedarRoutes::new(
+            policy.shared(),
+        )));
+    }
 
     // Store: restore, then the writer.
     let (restored, skipped) = route_store::restore(&paths.db()).map_err(local)?;
@@ -182,16 +198,6 @@ pub async fn run(
     }
     view.add_counter("manifests_unverified_foreign_org", unverified);
     view.add_counter("store_commit_failures", store_failures);
-    // Cedar decides every admin call and data-plane connection.
-    let policy = Arc::new(
-        super::policy::NodePolicy::start(super::policy::PolicySource {
-            file: config.policy_file.clone(),
-            org: org.clone(),
-            allow: config.dataplane.allow.clone(),
-        })
-        .map_err(|e| NodeError::Config(e.to_string()))?,
-    );
-
     let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
     let (dial_tx, dial_rx) = mpsc::unbounded_channel();
     let store_audit = store_tx.clone();

@@ -15,6 +15,7 @@
 //! - Pure: no IO, no clock. Callers read files and name the principals.
 
 mod request;
+mod routes;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -24,6 +25,7 @@ use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Schema, Validation
 use miette::Diagnostic;
 
 pub use request::{Act, Resource, Subject};
+pub use routes::CedarRoutes;
 
 /// The Cedar schema every policy is validated against.
 pub const SCHEMA: &str = include_str!("../../cedar/trellis.cedarschema");

@@ -170,3 +170,61 @@ fn policy_check_parses_what_operators_type() {
     );
     assert_eq!(Act::from_name("launch"), None);
 }
+
+#[test]
+fn the_routing_core_filter_asks_with_the_route_attributes() {
+    use std::sync::Arc;
+    use trellis_routing::{
+        Attrs, ImportDecision, NodeId, PathHop, ProtocolHint, Relationship, RoutePolicy,
+        ServiceName,
+    };
+    let text = r#"
+@id("all-routes")
+permit (principal, action in [Action::"import_route", Action::"export_route"], resource);
+@id("globex-short")
+forbid (principal, action == Action::"import_route", resource is Route)
+when { principal.org == "globex" && resource.path_len > 2 };
+@id("no-export-internal")
+forbid (principal, action == Action::"export_route", resource is Route)
+when { resource.communities.contains("internal") };
+"#;
+    let filter = CedarRoutes::new(Arc::new(Shared::new(
+        Policies::load(text, "r.cedar").expect("valid"),
+    )));
+    let node = |s: &str| NodeId::new(s).expect("node");
+    let attrs = |hops: usize, communities: &[&str]| Attrs {
+        origin: node("initech/o"),
+        origin_seq: 1,
+        path: (0..hops)
+            .map(|i| PathHop::Node(node(&format!("initech/h{i}"))))
+            .collect(),
+        metric: 10,
+        communities: communities.iter().map(|c| Arc::<str>::from(*c)).collect(),
+        protocol: ProtocolHint::Tcp,
+        learned_from: Relationship::Peer,
+    };
+    let svc = ServiceName::new("web.initech").expect("service");
+    let from =
+        |peer: &str, hops| filter.import(&node(peer), Relationship::Peer, &svc, &attrs(hops, &[]));
+    assert_eq!(
+        from("globex/gw", 2),
+        ImportDecision::Accept { local_pref: None }
+    );
+    assert_eq!(from("globex/gw", 3), ImportDecision::Reject);
+    assert_eq!(
+        from("acme/b", 3),
+        ImportDecision::Accept { local_pref: None }
+    );
+    assert!(filter.export(
+        &node("globex/gw"),
+        Relationship::Peer,
+        &svc,
+        &attrs(1, &["gold"])
+    ));
+    assert!(!filter.export(
+        &node("globex/gw"),
+        Relationship::Peer,
+        &svc,
+        &attrs(1, &["internal"])
+    ));
+}
