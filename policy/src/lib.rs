@@ -10,6 +10,7 @@
 //!   never be replayed as another (docs/protocol.md, "Signed documents").
 //! - [`access`] holds the data plane's allow rules: which nodes may reach which services;
 //!   [`access::AccessRules::to_cedar`] turns them into Cedar policies.
+//! - [`jwt`] issues and verifies ES384 operator tokens bound to a client certificate.
 //! - [`cedar`] decides every action with Cedar: the schema, the default policies,
 //!   validated loading with `FILE:LINE:COL` errors, cached and explained decisions.
 //! - [`snapshot`] builds, signs and verifies an org authority's trust snapshot: signature
@@ -18,6 +19,7 @@
 pub mod access;
 pub mod cedar;
 pub mod envelope;
+pub mod jwt;
 pub mod snapshot;
 
 pub use envelope::{Envelope, EnvelopeError, Kind};
