@@ -311,6 +311,23 @@ struct TrustSnapshot {
   # The org's node directory: where each active node of the org listens and its
   # selection role. Nodes pick their active and warm peers among these entries
   # (docs/adr/0015-peer-selection-from-a-signed-directory.md). Revoked nodes are absent.
+
+  tokenKeys @11 :List(TokenKey);
+  # The public keys that verify the org's operator tokens (ES384 JWTs; the JWKS of the
+  # org, docs/adr/0017-operator-tokens.md).
+
+  revokedTokens @12 :List(Text);
+  # Token ids (`jti`) the authority revoked that have not expired yet.
+}
+
+struct TokenKey {
+  # One P-384 public key for operator tokens.
+
+  kid @0 :Text;
+  # Its key id, as the JWT header names it.
+
+  publicKey @1 :Data;
+  # Uncompressed SEC1 point: 0x04 || x || y (97 bytes).
 }
 
 struct DirectoryEntry {

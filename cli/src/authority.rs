@@ -30,6 +30,9 @@ pub enum Tokens {
     },
     /// List tokens (never their secrets).
     List,
+    /// Operator tokens (ES384 JWTs bound to a client certificate) for remote admin.
+    #[command(subcommand)]
+    Operator(crate::operator::OperatorTokens),
     /// Revoke a token.
     Revoke {
         /// Token id.
@@ -172,6 +175,7 @@ pub fn tokens(ctx: &Context, cmd: Tokens) -> Result<(), Failure> {
                 );
             }
         }
+        Tokens::Operator(cmd) => crate::operator::tokens(ctx, cmd)?,
         Tokens::List => {
             let tokens: Vec<TokenInfo> = call(ctx, &Request::TokensList)?;
             ctx.print(&tokens, |t| tokens_table(t));

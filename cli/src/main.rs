@@ -10,6 +10,7 @@ mod connect;
 mod local;
 mod names;
 mod node;
+mod operator;
 mod policy;
 mod table;
 
@@ -80,6 +81,9 @@ enum Command {
     },
     /// Re-read a node's config and peering files and apply peer changes (as SIGHUP).
     Reload,
+    /// Operator credentials: a client certificate that tokens are bound to.
+    #[command(subcommand)]
+    Operator(operator::Operator),
     /// Cedar policies: explain a decision, reload the policy file.
     #[command(subcommand)]
     Policy(policy::Policy),
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
         Command::Topology { format } => node::topology(&ctx, format),
         Command::Reload => node::reload(&ctx),
         Command::Policy(cmd) => policy::policy(&ctx, cmd),
+        Command::Operator(cmd) => operator::operator(&ctx, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

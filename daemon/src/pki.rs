@@ -49,6 +49,25 @@ pub fn generate_key() -> Result<KeyPair, PkiError> {
     Ok(KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384)?)
 }
 
+/// A self-signed P-384 client certificate for the operator `name`, valid for a year from
+/// `now`: `(certificate PEM, private key PEM)`. Its thumbprint binds operator tokens
+/// (RFC 8705 self-signed mutual TLS); no CA vouches for it.
+pub fn operator_certificate(name: &str, now: u64) -> Result<(String, String), PkiError> {
+    let key = generate_key()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("trellis operator {name}"),
+    );
+    let start = time::OffsetDateTime::from_unix_timestamp(now.saturating_sub(300) as i64)
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    params.not_before = start;
+    params.not_after = start + time::Duration::days(365);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// Loads a PEM private key.
 pub fn load_key(pem: &[u8]) -> Result<KeyPair, PkiError> {
     let text =

@@ -28,9 +28,12 @@ pub fn act(request: &Request) -> Act {
         | Request::RoutesWithdraw { .. }
         | Request::ConnectAdd { .. }
         | Request::ConnectRemove { .. } => Act::ManageRoutes,
-        Request::TokensCreate { .. } | Request::TokensList | Request::TokensRevoke { .. } => {
-            Act::CreateJoinToken
-        }
+        Request::TokensCreate { .. }
+        | Request::TokensList
+        | Request::TokensRevoke { .. }
+        | Request::OperatorTokenCreate { .. }
+        | Request::OperatorTokensList
+        | Request::OperatorTokenRevoke { .. } => Act::CreateJoinToken,
         Request::JoinsList | Request::JoinsApprove { .. } | Request::JoinsReject { .. } => {
             Act::ApproveJoin
         }

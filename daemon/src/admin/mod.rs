@@ -162,6 +162,24 @@ pub enum Request {
     NamesList,
     /// Authority: pin a partner org's CA for every node of the org (PEM), or unpin it
     /// (`None`). Published in a new trust snapshot.
+    /// Issue an operator token bound to a client certificate (authority).
+    OperatorTokenCreate {
+        /// The operator's name (the token's `sub`).
+        name: String,
+        /// Its role (Cedar's `principal.role`).
+        role: String,
+        /// Lifetime, seconds.
+        ttl_secs: u64,
+        /// The operator's client certificate, PEM.
+        cert_pem: String,
+    },
+    /// Every operator token (never the tokens themselves).
+    OperatorTokensList,
+    /// Revoke an operator token; the next snapshot names it.
+    OperatorTokenRevoke {
+        /// Token id.
+        jti: String,
+    },
     /// Explain the decision the policies in force give (`trellis policy check`).
     PolicyCheck {
         /// `Operator::"NAME"`, `ServiceAccount::"ORG/NAME"` or `Node::"ORG/NAME"`.

@@ -52,6 +52,34 @@ pub struct PolicyVerdict {
     pub source: String,
 }
 
+/// An operator token as the authority lists it (never the token itself).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperatorTokenInfo {
+    /// Token id.
+    pub jti: String,
+    /// The operator.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// `x5t#S256` of the client certificate it is bound to.
+    pub cert_thumbprint: String,
+    /// Issued at.
+    pub issued_at: u64,
+    /// Expires at.
+    pub expires_at: u64,
+    /// When it was revoked.
+    pub revoked_at: Option<u64>,
+}
+
+/// A new operator token: the token (shown once; write it to a 0600 file) and its record.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperatorTokenCreated {
+    /// The ES384 JWT.
+    pub token: String,
+    /// What the authority keeps of it.
+    pub info: OperatorTokenInfo,
+}
+
 /// What `trellis policy reload` did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyLoaded {

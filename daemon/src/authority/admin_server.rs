@@ -174,6 +174,21 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
             let tokens = shared.store().list_tokens(now).map_err(api)?;
             json(&tokens.into_iter().find(|t| t.id == id))
         }
+        Request::OperatorTokenCreate {
+            name,
+            role,
+            ttl_secs,
+            cert_pem,
+        } => operator_token(shared, &name, &role, ttl_secs, &cert_pem, now),
+        Request::OperatorTokensList => json(&shared.store().list_operator_tokens().map_err(api)?),
+        Request::OperatorTokenRevoke { jti } => {
+            let version = shared
+                .store()
+                .revoke_operator_token(&shared.ca, &jti, OPERATOR, now)
+                .map_err(api)?;
+            tracing::info!(token = %jti, version, "operator token revoked");
+            json(&serde_json::json!({ "jti": jti, "snapshot_version": version }))
+        }
         Request::JoinsList => json(&shared.store().list_joins().map_err(api)?),
         Request::JoinsApprove { id } => {
             let approved = shared
@@ -260,6 +275,52 @@ fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiE
             "{other:?} is a node command; this is an authority"
         ))),
     }
+}
+
+/// `tokens operator create`: signs a token bound to the certificate in `cert_pem`.
+fn operator_token(
+    shared: &Shared,
+    name: &str,
+    role: &str,
+    ttl_secs: u64,
+    cert_pem: &str,
+    now: u64,
+) -> Result<serde_json::Value, ApiError> {
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    };
+    if !label(name) || !label(role) {
+        return Err(bad(
+            "name and role: 1-64 characters of letters, digits, - _ . @",
+        ));
+    }
+    if ttl_secs == 0 || ttl_secs > trellis_policy::jwt::MAX_TTL_SECS {
+        return Err(bad(format!(
+            "ttl must be between 1 s and {} days",
+            trellis_policy::jwt::MAX_TTL_SECS / 86_400
+        )));
+    }
+    let cert = crate::pki::pem_to_der(cert_pem.as_bytes())
+        .map_err(|e| bad(format!("client certificate: {e}")))?;
+    let jti = crate::util::hex(
+        &crate::util::random_bytes::<12>()
+            .map_err(|_| ApiError::new(ErrorKind::Internal, "no randomness"))?,
+    );
+    let org = shared.ca.org().as_str();
+    let signer = &shared.token_signer;
+    let claims = signer.claims(org, name, role, &cert, &jti, now, ttl_secs);
+    let token = signer
+        .sign(&claims)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e))?;
+    let info = shared
+        .store()
+        .record_operator_token(&claims, &trellis_policy::jwt::thumbprint(&cert), OPERATOR)
+        .map_err(|e| e.to_api())?;
+    tracing::info!(token = %info.jti, operator = name, role, "operator token issued");
+    json(&crate::admin::OperatorTokenCreated { token, info })
 }
 
 #[cfg(test)]

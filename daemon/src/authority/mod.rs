@@ -11,6 +11,7 @@
 
 mod admin_server;
 pub mod limiter;
+mod operator_tokens;
 mod server;
 pub mod store;
 mod tls_cert;
@@ -92,6 +93,10 @@ impl Paths {
     /// The CA certificate, PEM.
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.crt")
+    }
+    /// The operator-token signing key, PKCS#8 (0600).
+    pub fn token_key(&self) -> PathBuf {
+        self.dir.join("token.key")
     }
     /// The authority's TLS key (0600).
     pub fn authority_key(&self) -> PathBuf {
@@ -220,6 +225,8 @@ pub(crate) struct Shared {
     published: tokio::sync::watch::Sender<u64>,
     /// The Cedar policies deciding admin calls (the built-in defaults).
     policies: trellis_policy::cedar::Shared,
+    /// Signs operator tokens.
+    token_signer: operator_tokens::TokenSigner,
 }
 
 impl Shared {
@@ -274,7 +281,11 @@ fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, Authorit
     let authority_key = pki::load_key(&read_secret(&key_path).map_err(file_err(&key_path))?)?;
     let fingerprint = pki::fingerprint(&ca_der);
     let policies = trellis_policy::cedar::Policies::defaults(org.as_str(), "");
+    let token_signer = operator_tokens::TokenSigner::load_or_create(&paths.token_key())
+        .map_err(AuthorityError::Config)?;
     let ca = Ca::load(org, ca_der, ca_key)?;
+    let mut store = store;
+    store.set_token_key(&ca, token_signer.public(), now)?;
     let tls_cert = AuthorityCert::issue(&ca, authority_key, options.tls_cert_lifetime, now)?;
     let advertise = options.advertise.unwrap_or(options.listen);
     let limiter = FailureLimiter::new(options.max_failures, options.failure_window);
@@ -291,6 +302,7 @@ fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, Authorit
         policies: trellis_policy::cedar::Shared::new(
             policies.map_err(|e| AuthorityError::Config(e.to_string()))?,
         ),
+        token_signer,
     })
 }
 

@@ -21,11 +21,13 @@ pub const MAX_REVOKED: usize = 100_000;
 
 mod directory;
 mod names;
+mod tokens;
 
 pub use directory::{DirectoryEntry, MAX_DIRECTORY, SELECTION_ROLES};
 pub use names::{
     NameDelegation, NameScope, PartnerCa, MAX_NAMES_PER_RULE, MAX_NAME_RULES, MAX_PARTNER_CAS,
 };
+pub use tokens::MAX_TOKEN_KEYS;
 
 /// An org authority's trust state at one version.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,6 +54,10 @@ pub struct TrustSnapshot {
     pub partner_cas: Vec<PartnerCa>,
     /// The org's node directory: where its active nodes listen, and their roles.
     pub directory: Vec<DirectoryEntry>,
+    /// The keys that verify the org's operator tokens (its JWKS).
+    pub token_keys: Vec<crate::jwt::TokenKey>,
+    /// Revoked operator token ids (`jti`) not yet expired.
+    pub revoked_tokens: Vec<String>,
 }
 
 /// Why a trust snapshot was refused.
@@ -157,6 +163,7 @@ impl TrustSnapshot {
                 &self.partner_cas,
             )?;
             directory::write(&mut root, &self.directory)?;
+            tokens::write(&mut root, &self.token_keys, &self.revoked_tokens)?;
         }
         canonical_bytes(message)
     }
@@ -178,8 +185,11 @@ impl TrustSnapshot {
             }
             let (name_scopes, delegations, partner_cas) = names::read(&root)?;
             let directory = directory::read(&root)?;
+            let (token_keys, revoked_tokens) = tokens::read(&root)?;
             Ok(Self {
                 directory,
+                token_keys,
+                revoked_tokens,
                 name_scopes,
                 delegations,
                 partner_cas,

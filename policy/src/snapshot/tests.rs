@@ -46,6 +46,11 @@ fn snapshot(ca: &Ca, version: u64) -> TrustSnapshot {
             address: "127.0.0.1:7001".into(),
             role: "relay".into(),
         }],
+        token_keys: vec![crate::jwt::TokenKey {
+            kid: "0011223344556677".into(),
+            public: vec![4; 97],
+        }],
+        revoked_tokens: vec!["t-1".into()],
         ..TrustSnapshot::default()
     }
 }

@@ -10,6 +10,7 @@ mod directory;
 mod joins;
 mod names;
 mod nodes;
+mod operator_tokens;
 mod redeliver;
 mod tokens;
 
@@ -69,6 +70,11 @@ CREATE TABLE IF NOT EXISTS partner_cas(
 CREATE TABLE IF NOT EXISTS directory(
   node_id TEXT PRIMARY KEY, address TEXT NOT NULL, role TEXT NOT NULL,
   updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS token_keys(
+  kid TEXT PRIMARY KEY, public BLOB NOT NULL, added_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS operator_tokens(
+  jti TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, thumbprint TEXT NOT NULL,
+  issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, revoked_at INTEGER);
 CREATE TABLE IF NOT EXISTS audit(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL);

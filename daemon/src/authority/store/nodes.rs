@@ -55,6 +55,7 @@ pub(super) fn publish(
         .collect::<Result<Vec<_>, _>>()?;
     let (name_scopes, delegations, partner_cas) = super::names::snapshot_rules(conn)?;
     let directory = super::directory::snapshot_directory(conn)?;
+    let (token_keys, revoked_tokens) = super::operator_tokens::snapshot_tokens(conn, now)?;
     let snapshot = TrustSnapshot {
         org: ca.org().as_str().to_owned(),
         version,
@@ -67,6 +68,8 @@ pub(super) fn publish(
         delegations,
         partner_cas,
         directory,
+        token_keys,
+        revoked_tokens,
     };
     let key = ca.signing_key()?;
     let envelope = snapshot
