@@ -2,10 +2,10 @@
 //! over the mesh, hop by hop (docs/operations.md, "Data plane").
 
 use clap::{Args, Subcommand};
-use trellis_daemon::admin::client::call_as;
+
 use trellis_daemon::admin::{ConnectInfo, Request};
 
-use crate::authority::failure;
+use crate::authority::call;
 use crate::table::render;
 use crate::{Context, Failure};
 
@@ -75,15 +75,14 @@ fn table(list: &[ConnectInfo]) -> String {
 }
 
 pub fn connect(ctx: &Context, cmd: Connect) -> Result<(), Failure> {
-    let socket = ctx.socket()?;
     match (cmd.command, cmd.service, cmd.listen) {
         (Some(ConnectCommand::List), ..) => {
-            let list: Vec<ConnectInfo> = call_as(&socket, &Request::ConnectList).map_err(failure)?;
+            let list: Vec<ConnectInfo> = call(ctx, &Request::ConnectList)?;
             ctx.print(&list, |l| table(l));
         }
         (Some(ConnectCommand::Remove { target }), ..) => {
             let removed: Vec<ConnectInfo> =
-                call_as(&socket, &Request::ConnectRemove { target }).map_err(failure)?;
+                call(ctx, &Request::ConnectRemove { target })?;
             ctx.print(&removed, |r| {
                 r.iter()
                     .map(|c| format!("closed {} ({})\n", c.listen, c.service))
@@ -92,7 +91,7 @@ pub fn connect(ctx: &Context, cmd: Connect) -> Result<(), Failure> {
         }
         (None, Some(service), Some(listen)) => {
             let info: ConnectInfo =
-                call_as(&socket, &Request::ConnectAdd { service, listen }).map_err(failure)?;
+                call(ctx, &Request::ConnectAdd { service, listen })?;
             ctx.print(&info, |c| {
                 let route = match &c.next_hop {
                     Some(hop) => format!("next hop {hop}"),

@@ -139,11 +139,8 @@ fn refused(e: impl std::fmt::Display) -> Failure {
 pub fn snapshot(ctx: &Context, cmd: Snapshot) -> Result<(), Failure> {
     match cmd {
         Snapshot::Export { file, version } => {
-            let info: SnapshotInfo = trellis_daemon::admin::client::call_as(
-                &ctx.socket()?,
-                &Request::SnapshotGet { version },
-            )
-            .map_err(crate::authority::failure)?;
+            let info: SnapshotInfo =
+                crate::authority::call(ctx, &Request::SnapshotGet { version })?;
             let bytes =
                 unhex(&info.envelope_hex).ok_or_else(|| local("the daemon sent a bad snapshot"))?;
             std::fs::write(&file, bytes)

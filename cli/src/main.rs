@@ -35,6 +35,19 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Call a node's remote admin instead of a local socket: NODE_ID@HOST:PORT (needs
+    /// --token-file, --operator-dir and --ca).
+    #[arg(long, global = true, value_name = "NODE@HOST:PORT")]
+    remote: Option<String>,
+    /// The operator token for --remote (from `trellis tokens operator create`).
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The operator's operator.crt and operator.key for --remote (`trellis operator cert`).
+    #[arg(long, global = true, value_name = "DIR")]
+    operator_dir: Option<PathBuf>,
+    /// The org CA certificate the remote node's certificate must chain to.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,6 +108,51 @@ enum Command {
     Cert(local::Cert),
 }
 
+/// The `--remote` flags, as given.
+pub struct RemoteFlags {
+    remote: String,
+    token_file: Option<PathBuf>,
+    operator_dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+}
+
+impl RemoteFlags {
+    /// Reads the files and parses the target.
+    pub fn target(&self) -> Result<trellis_daemon::admin::remote_client::RemoteTarget, Failure> {
+        let usage = |m: String| Failure::new(2, m);
+        let (node, addr) = self
+            .remote
+            .split_once('@')
+            .ok_or_else(|| usage(format!("--remote {:?}: NODE_ID@HOST:PORT", self.remote)))?;
+        let node =
+            trellis_routing::NodeId::new(node).map_err(|e| usage(format!("--remote: {e}")))?;
+        let addr = addr
+            .parse()
+            .map_err(|_| usage(format!("--remote: {addr:?} is not HOST:PORT")))?;
+        let need = |v: &Option<PathBuf>, flag: &str| {
+            v.clone()
+                .ok_or_else(|| usage(format!("--remote needs {flag}")))
+        };
+        let read = |p: PathBuf| {
+            std::fs::read(&p).map_err(|e| Failure::new(2, format!("{}: {e}", p.display())))
+        };
+        let dir = need(&self.operator_dir, "--operator-dir DIR")?;
+        let ca_pem = read(need(&self.ca, "--ca FILE")?)?;
+        let ca_der = trellis_daemon::pki::pem_to_der(&ca_pem)
+            .map_err(|e| Failure::new(2, format!("--ca: {e}")))?;
+        let token = String::from_utf8(read(need(&self.token_file, "--token-file FILE")?)?)
+            .map_err(|_| Failure::new(2, "--token-file is not text"))?;
+        Ok(trellis_daemon::admin::remote_client::RemoteTarget {
+            node,
+            addr,
+            ca_der,
+            cert_pem: read(dir.join("operator.crt"))?,
+            key_pem: read(dir.join("operator.key"))?,
+            token: token.trim().to_owned(),
+        })
+    }
+}
+
 /// A failure: exit code and one line.
 pub struct Failure {
     code: u8,
@@ -116,6 +174,8 @@ pub struct Context {
     socket: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     json: bool,
+    /// `--remote`: call a node's remote admin instead of a socket.
+    remote: Option<RemoteFlags>,
 }
 
 impl Context {
@@ -157,6 +217,12 @@ fn main() -> ExitCode {
         socket: cli.socket,
         data_dir: cli.data_dir,
         json: cli.json,
+        remote: cli.remote.map(|remote| RemoteFlags {
+            remote,
+            token_file: cli.token_file,
+            operator_dir: cli.operator_dir,
+            ca: cli.ca,
+        }),
     };
     let result = match cli.command {
         Command::Status => authority::status(&ctx),

@@ -1,13 +1,13 @@
 //! Commands against a node daemon: peers, routes, topology (and `status` for nodes).
 
 use clap::{Subcommand, ValueEnum};
-use trellis_daemon::admin::client::call_as;
+
 use trellis_daemon::admin::{
     NodeStatus, PeerInfo, ReloadReport, Request, RouteDetail, RouteInfo, Topology,
 };
 use trellis_daemon::util::time::rfc3339;
 
-use crate::authority::failure;
+use crate::authority::call;
 use crate::table::render;
 use crate::{Context, Failure};
 
@@ -81,10 +81,6 @@ pub enum Routes {
 pub enum Format {
     Text,
     Dot,
-}
-
-fn call<T: serde::de::DeserializeOwned>(ctx: &Context, request: &Request) -> Result<T, Failure> {
-    call_as(&ctx.socket()?, request).map_err(failure)
 }
 
 fn peers_table(peers: &[PeerInfo]) -> String {

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod client;
 mod node_records;
 mod records;
+pub mod remote_client;
 pub mod server;
 
 pub use node_records::*;

@@ -30,48 +30,66 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     crate::admin::server::bind(path)
 }
 
-/// Serves admin connections until aborted.
-pub async fn serve(
-    listener: UnixListener,
-    view: Arc<View>,
-    commands: mpsc::Sender<Command>,
-    paths: Paths,
-    reloader: Arc<Reloader>,
-    dataplane: Arc<Dataplane>,
-    policy: Arc<NodePolicy>,
-) {
+/// What an admin request may touch.
+pub struct AdminCtx {
+    /// The read model.
+    pub view: Arc<View>,
+    /// The routing loop.
+    pub commands: mpsc::Sender<Command>,
+    /// The data dir.
+    pub paths: Paths,
+    /// Config reloads.
+    pub reloader: Arc<Reloader>,
+    /// The data plane.
+    pub dataplane: Arc<Dataplane>,
+    /// The policies in force.
+    pub policy: Arc<NodePolicy>,
+}
+
+/// Answers `request` from `who` (the local operator on the socket, a token's operator
+/// remotely), after Cedar allowed it.
+pub async fn handle(
+    ctx: &AdminCtx,
+    who: &trellis_policy::cedar::Subject,
+    request: Request,
+) -> Result<serde_json::Value, ApiError> {
+    let org = ctx.policy.org();
+    authz::authorize(&ctx.policy.shared(), who, org, &request)?;
+    match request {
+        Request::PolicyReload => {
+            return json(&ctx.policy.reload().map_err(|e| bad(e.to_string()))?)
+        }
+        Request::PolicyCheck {
+            principal,
+            action,
+            resource,
+            role,
+        } => {
+            return json(&authz::check(
+                &ctx.policy.shared(),
+                org,
+                &principal,
+                &action,
+                &resource,
+                role.as_deref(),
+            )?)
+        }
+        Request::Reload => return json(&ctx.reloader.reload().await?),
+        Request::ConnectAdd { .. } | Request::ConnectList | Request::ConnectRemove { .. } => {
+            return connect(request, &ctx.dataplane).await
+        }
+        _ => {}
+    }
+    dispatch(request, &ctx.view, &ctx.commands, &ctx.paths).await
+}
+
+/// Serves admin connections until aborted; the socket's operator is the local one.
+pub async fn serve(listener: UnixListener, ctx: Arc<AdminCtx>) {
     crate::admin::server::serve(listener, move |request| {
-        let (view, commands, paths) = (view.clone(), commands.clone(), paths.clone());
-        let (reloader, dataplane, policy) = (reloader.clone(), dataplane.clone(), policy.clone());
+        let ctx = ctx.clone();
         async move {
-            let org = policy.org();
-            authz::authorize(&policy.shared(), &authz::local_operator(org), org, &request)?;
-            match request {
-                Request::PolicyReload => {
-                    return json(&policy.reload().map_err(|e| bad(e.to_string()))?)
-                }
-                Request::PolicyCheck {
-                    principal,
-                    action,
-                    resource,
-                    role,
-                } => {
-                    return json(&authz::check(
-                        &policy.shared(),
-                        org,
-                        &principal,
-                        &action,
-                        &resource,
-                        role.as_deref(),
-                    )?)
-                }
-                Request::Reload => return json(&reloader.reload().await?),
-                Request::ConnectAdd { .. }
-                | Request::ConnectList
-                | Request::ConnectRemove { .. } => return connect(request, &dataplane).await,
-                _ => {}
-            }
-            dispatch(request, &view, &commands, &paths).await
+            let who = authz::local_operator(ctx.policy.org());
+            handle(&ctx, &who, request).await
         }
     })
     .await;

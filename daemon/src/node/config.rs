@@ -230,6 +230,9 @@ pub struct NodeConfig {
     /// The Cedar policy file (`[policy] file`), resolved against the config's directory;
     /// `None`: the built-in default policies (docs/adr/0016-cedar-decides.md).
     pub policy_file: Option<PathBuf>,
+    /// Where the admin API is also served over QUIC for operators with a token
+    /// (`[admin] remote_listen`; docs/adr/0017-operator-tokens.md).
+    pub remote_admin: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +253,14 @@ struct RawNode {
     selection: Option<selection::RawSelection>,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    remote_listen: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -309,6 +320,7 @@ impl NodeConfig {
             scoring: Scoring::default(),
             selection: None,
             policy_file: None,
+            remote_admin: None,
         }
     }
 
@@ -386,7 +398,14 @@ impl NodeConfig {
             .as_ref()
             .map(|f| src.relative_path(f, "file"))
             .transpose()?;
+        let remote_admin = raw
+            .admin
+            .remote_listen
+            .as_ref()
+            .map(|a| src.socket_addr(a, "remote_listen"))
+            .transpose()?;
         Ok(Self {
+            remote_admin,
             policy_file,
             selection,
             listen,

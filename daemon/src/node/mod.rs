@@ -18,6 +18,7 @@ mod holdoff;
 pub mod peering;
 pub mod policy;
 pub mod reload;
+pub mod remote_admin;
 pub mod route_store;
 pub mod routing_loop;
 pub mod run;

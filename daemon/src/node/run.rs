@@ -354,15 +354,41 @@ pub async fn run(
         config.clone(),
         peerings.iter().map(|p| p.org.clone()).collect(),
     ));
-    let admin_task = OwnedTask::spawn(super::admin_server::serve(
-        admin,
-        view.clone(),
-        cmd_tx.clone(),
-        paths.clone(),
-        reloader.clone(),
-        dataplane.clone(),
-        policy.clone(),
-    ));
+    let admin_ctx = Arc::new(super::admin_server::AdminCtx {
+        view: view.clone(),
+        commands: cmd_tx.clone(),
+        paths: paths.clone(),
+        reloader: reloader.clone(),
+        dataplane: dataplane.clone(),
+        policy: policy.clone(),
+    });
+    let admin_task = OwnedTask::spawn(super::admin_server::serve(admin, admin_ctx.clone()));
+    let remote_task = match config.remote_admin {
+        None => None,
+        Some(addr) => {
+            let server = transport::admin::admin_server_config(identity.clone(), &limits)
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+            let current = identity
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let remote_endpoint =
+                transport::endpoint(addr, server, &current).map_err(|e| NodeError::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+            tracing::info!(listen = %addr, "remote admin listening");
+            let remote = Arc::new(super::remote_admin::Remote {
+                ctx: admin_ctx.clone(),
+                trust: trust.clone(),
+                org: org.clone(),
+            });
+            Some(OwnedTask::spawn(super::remote_admin::serve(
+                remote_endpoint,
+                remote,
+            )))
+        }
+    };
     let hup_task = OwnedTask::spawn(super::reload::on_sighup(reloader));
     let renewal = Renewal {
         endpoint: endpoint.clone(),
@@ -407,7 +433,13 @@ pub async fn run(
             let _ = tokio::time::timeout(STOP_STEP, &mut routing_run).await;
         }
     }
-    drop((admin_task, hup_task, refresh_task, subscription_task));
+    drop((
+        admin_task,
+        remote_task,
+        hup_task,
+        refresh_task,
+        subscription_task,
+    ));
     dataplane.stop();
     if !connections.stop(Duration::from_millis(250)).await {
         tracing::warn!("sessions still running at shutdown; left behind");

@@ -28,6 +28,8 @@ pub struct TrustState {
     pub names: NameRules,
     /// The usable entries of each org's node directory (docs/adr/0015).
     pub directories: HashMap<OrgId, Vec<Member>>,
+    /// Each org's operator-token keys and revoked token ids (docs/adr/0017).
+    pub operator_tokens: HashMap<OrgId, (Vec<trellis_policy::jwt::TokenKey>, Vec<String>)>,
 }
 
 /// A node of an org as its authority's directory lists it.
@@ -232,6 +234,10 @@ impl TrustStore {
         state
             .directories
             .insert(org.clone(), members(org, snapshot));
+        state.operator_tokens.insert(
+            org.clone(),
+            (snapshot.token_keys.clone(), snapshot.revoked_tokens.clone()),
+        );
         let mut newly = Vec::new();
         for id in &snapshot.revoked_nodes {
             // Only the org's own authority can revoke its nodes.
@@ -241,6 +247,18 @@ impl TrustStore {
             }
         }
         newly
+    }
+
+    /// `org`'s operator-token keys and revoked token ids from its newest snapshot.
+    pub fn operator_tokens(
+        &self,
+        org: &OrgId,
+    ) -> (Vec<trellis_policy::jwt::TokenKey>, Vec<String>) {
+        self.read()
+            .operator_tokens
+            .get(org)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The node directory of `org` from its newest snapshot (empty: none held).

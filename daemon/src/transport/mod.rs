@@ -25,6 +25,7 @@ use trellis_routing::NodeId;
 use crate::node::trust::TrustStore;
 use crate::{pki, tls};
 
+pub mod admin;
 mod cid;
 mod verify;
 
