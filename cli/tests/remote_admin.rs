@@ -1,7 +1,8 @@
 //! Remote admin with real processes (ADR 0017): `trellis --remote` reaches a node's
 //! admin API over QUIC with mutual TLS and an operator token, Cedar decides with the
 //! token's role, and each attack is refused: a token replayed from another certificate,
-//! a token of another org's authority, a garbled token, and a revoked token.
+//! a token of another org's authority, a garbled token, an expired one, an unbound one,
+//! one for another audience, and a revoked token.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::{code, free_port, org_with, stderr, trellis, wait_for, Authority, Scratch};
+use trellis_policy::jwt;
 
 struct Operator {
     dir: PathBuf,
@@ -155,6 +157,62 @@ fn remote_admin_needs_a_bound_unrevoked_token_and_a_permitting_policy() {
     let bad = remote(&target, &ca, &alice, &garbled, &["status"]);
     assert_eq!(code(&bad), 1, "{}", stderr(&bad));
 
+    // Signed with acme's real token key, but expired, unbound, or for another audience
+    // (minted here from token.key: the authority itself never issues such tokens).
+    let pkcs8 = std::fs::read(authority.dir.join("token.key")).expect("token key");
+    let key = jwt::public_key(&pkcs8).expect("key");
+    let cert = std::fs::read(alice.dir.join("operator.crt")).expect("cert");
+    let cert = trellis_daemon::pki::pem_to_der(&cert).expect("pem");
+    let now = trellis_daemon::util::time::now_secs();
+    let base = jwt::OperatorClaims {
+        iss: jwt::org_uri("acme"),
+        aud: jwt::org_uri("acme"),
+        sub: "alice".into(),
+        role: "admin".into(),
+        iat: now - 7200,
+        nbf: now - 7200,
+        exp: now + 3600,
+        jti: "minted".into(),
+        cnf: Some(jwt::Confirmation {
+            x5t_s256: jwt::thumbprint(&cert),
+        }),
+    };
+    let cases = [
+        (
+            "expired",
+            jwt::OperatorClaims {
+                exp: now - 3600,
+                ..base.clone()
+            },
+        ),
+        (
+            "not bound",
+            jwt::OperatorClaims {
+                cnf: None,
+                ..base.clone()
+            },
+        ),
+        (
+            "audience",
+            jwt::OperatorClaims {
+                aud: jwt::org_uri("globex"),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (why, claims) in cases {
+        let file = scratch.join(&format!("minted-{}.jwt", why.replace(' ', "-")));
+        std::fs::write(&file, jwt::issue(&pkcs8, &key.kid, &claims).expect("sign")).expect("write");
+        let out = remote(&target, &ca, &alice, &file, &["status"]);
+        assert_eq!(code(&out), 1, "{why}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{why}: {}", stderr(&out));
+    }
+    let good = scratch.join("minted-good.jwt");
+    std::fs::write(&good, jwt::issue(&pkcs8, &key.kid, &base).expect("sign")).expect("write");
+    assert!(remote(&target, &ca, &alice, &good, &["status"])
+        .status
+        .success());
+
     // Revoked at the authority: refused once the snapshot reaches the node.
     let list = authority.json(&["tokens", "operator", "list"]);
     let jti = list
@@ -175,7 +233,7 @@ fn remote_admin_needs_a_bound_unrevoked_token_and_a_permitting_policy() {
         counters["counters"]["remote_admin_refused"]
             .as_u64()
             .unwrap_or(0)
-            >= 3,
+            >= 6,
         "{counters}"
     );
 }

@@ -142,6 +142,22 @@ pub fn org_uri(org: &str) -> String {
     format!("trellis:{org}")
 }
 
+/// The published half of the PKCS#8 P-384 key `pkcs8`.
+pub fn public_key(pkcs8: &[u8]) -> Result<TokenKey, TokenError> {
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P384_SHA384_FIXED_SIGNING,
+        pkcs8,
+        &ring::rand::SystemRandom::new(),
+    )
+    .map_err(|e| TokenError::Malformed(format!("not a P-384 key: {e}")))?;
+    let public = pair.public_key().as_ref().to_vec();
+    Ok(TokenKey {
+        kid: key_id(&public),
+        public,
+    })
+}
+
 /// Signs `claims` with the PKCS#8 P-384 key `pkcs8` under `kid`.
 pub fn issue(pkcs8: &[u8], kid: &str, claims: &OperatorClaims) -> Result<String, TokenError> {
     let mut header = Header::new(Algorithm::ES384);

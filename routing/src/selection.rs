@@ -249,13 +249,17 @@ impl Selector {
     }
 
     /// Takes `node` into the active set because it opened a session to this node, if
-    /// there is room (fewer than `max_active` active). Returns whether it is active. An
-    /// adopted peer is an ordinary active one from then on: trimmed or swapped by cost.
+    /// there is room: up to `max_active`, plus one guest slot. Returns whether it is
+    /// active. An adopted peer is an ordinary active one from then on: trimmed or swapped
+    /// by cost. The guest slot is what keeps a node below its minimum from being shut out
+    /// when every other node is full (as HyParView's priority join): the full node takes
+    /// it, and the next round trims one peer, chosen by cost and then by the salted hash,
+    /// so the deficit moves to a node that can spare a session or ends.
     pub fn adopt(&mut self, now: Instant, node: &NodeId) -> bool {
         if self.active.contains_key(node) {
             return true;
         }
-        if self.active.len() >= self.cfg.max_active {
+        if self.active.len() > self.cfg.max_active {
             return false;
         }
         self.active.insert(node.clone(), now);
@@ -717,16 +721,23 @@ pub(crate) mod tests {
         assert!(s.adopt(t0, &id(1)));
         assert!(s.adopt(t0, &id(1)), "adopting twice is harmless");
         assert!(s.adopt(t0, &id(2)));
-        assert!(!s.adopt(t0, &id(3)), "full at max_active");
+        assert!(s.adopt(t0, &id(3)), "one guest beyond max_active");
+        assert!(!s.adopt(t0, &id(4)), "full at max_active + 1");
+        assert_eq!(s.active_len(), 3);
+        // The next round trims back to max_active, one peer.
+        let cands = [c(1, Some(10)), c(2, Some(10)), c(3, Some(10)), c(4, None)];
+        let actions = s.decide(t0, &cands);
+        let trimmed = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Deactivate(_)))
+            .count();
+        assert_eq!(trimmed, 1, "{actions:?}");
         assert_eq!(s.active_len(), 2);
-        // With nothing better measured, a round keeps both adopted peers.
-        let cands = [c(1, Some(10)), c(2, Some(10)), c(3, None)];
         let actions = s.decide(t0, &cands);
         assert!(
             actions.iter().all(|a| matches!(a, Action::Probe(_))),
-            "{actions:?}"
+            "stable: {actions:?}"
         );
-        s.lost(&id(1));
-        assert!(s.adopt(t0, &id(3)), "room again after a loss");
+        assert!(s.adopt(t0, &id(4)), "a guest again");
     }
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+use ring::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
 use trellis_policy::jwt::{self, Confirmation, OperatorClaims, TokenKey};
 
 use crate::util::files::{read_secret, write_secret_new};
@@ -37,16 +37,8 @@ impl TokenSigner {
             write_secret_new(path, doc.as_ref()).map_err(|e| format!("{}: {e}", path.display()))?;
             doc.as_ref().to_vec()
         };
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8, &rng)
-            .map_err(|e| format!("{}: not a P-384 key: {e}", path.display()))?;
-        let public = pair.public_key().as_ref().to_vec();
-        Ok(Self {
-            key: TokenKey {
-                kid: jwt::key_id(&public),
-                public,
-            },
-            pkcs8,
-        })
+        let key = jwt::public_key(&pkcs8).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { key, pkcs8 })
     }
 
     /// The public key, as published.

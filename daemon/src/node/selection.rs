@@ -6,7 +6,8 @@
 //!   snapshot), the `[selection] bootstrap` entries, and the configured peers, which are
 //!   pinned. Revoked nodes and this node itself are never candidates.
 //! * **Active** peers are those the selector activated (dialed) or adopted (they dialed
-//!   us while there was room). Each is a peer of the routing loop with source
+//!   us while there was room: up to `max_active` plus one guest slot, trimmed at the
+//!   next round, so a node below its minimum is never shut out by full nodes). Each is a peer of the routing loop with source
 //!   `directory`; when its session ends it is removed and the candidate backs off
 //!   (5 s doubling to 2 min), so the next round picks another one.
 //! * **Warm** candidates are probed: a QUIC handshake with mutual TLS, closed at once;
@@ -182,8 +183,10 @@ impl Selection {
             if pinned_set.contains(node) {
                 continue;
             }
-            let measured = if self.selector.is_active(node) && !self.pending.contains_key(node) {
-                cost(node)
+            // A selected peer is scored from the moment it is added (its configured cost
+            // until measured), so a guest being set up is not trimmed as "unmeasured".
+            let measured = if self.selector.is_active(node) {
+                cost(node).or_else(|| self.probes.get(node).map(|(c, _)| *c))
             } else {
                 self.probes.get(node).map(|(c, _)| *c)
             };
