@@ -280,7 +280,7 @@ fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, Authorit
     let key_path = paths.authority_key();
     let authority_key = pki::load_key(&read_secret(&key_path).map_err(file_err(&key_path))?)?;
     let fingerprint = pki::fingerprint(&ca_der);
-    let policies = trellis_policy::cedar::Policies::defaults(org.as_str(), "");
+    let policies = trellis_policy::cedar::Policies::defaults("");
     let token_signer = operator_tokens::TokenSigner::load_or_create(&paths.token_key())
         .map_err(AuthorityError::Config)?;
     let ca = Ca::load(org, ca_der, ca_key)?;

@@ -53,7 +53,7 @@ impl PolicySource {
         }
         let extra = format!("{generated}\n{peerings}");
         let Some(path) = &self.file else {
-            return Policies::defaults(self.org.as_str(), &extra);
+            return Policies::defaults(&extra);
         };
         // The rest follows the file, so the file's line numbers stay right.
         let text = read(path)?;

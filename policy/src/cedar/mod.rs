@@ -30,7 +30,7 @@ pub use routes::CedarRoutes;
 /// The Cedar schema every policy is validated against.
 pub const SCHEMA: &str = include_str!("../../cedar/trellis.cedarschema");
 
-/// The default policies (`ORG` stands for the daemon's own org).
+/// The default policies (docs/adr/0016-cedar-decides.md).
 pub const DEFAULT_POLICIES: &str = include_str!("../../cedar/default.cedar");
 
 /// Most cached answers per loaded policy set.
@@ -137,9 +137,9 @@ impl Policies {
         })
     }
 
-    /// The default policies of a daemon of `org`, plus `extra` (generated rules).
-    pub fn defaults(org: &str, extra: &str) -> Result<Self, PolicyError> {
-        let text = format!("{}\n{extra}", DEFAULT_POLICIES.replace("ORG", org));
+    /// The default policies, plus `extra` (generated rules).
+    pub fn defaults(extra: &str) -> Result<Self, PolicyError> {
+        let text = format!("{DEFAULT_POLICIES}\n{extra}");
         Self::load(&text, "built-in default policies")
     }
 

@@ -22,7 +22,7 @@ when { principal.org == "acme" };
 
 #[test]
 fn the_schema_and_the_defaults_load() {
-    let p = Policies::defaults("acme", OWN_ORG_CONNECTS).expect("defaults");
+    let p = Policies::defaults(OWN_ORG_CONNECTS).expect("defaults");
     assert!(p.len() >= 5);
     let local = Subject::Operator {
         name: "local".into(),
@@ -50,7 +50,7 @@ fn the_schema_and_the_defaults_load() {
 
 #[test]
 fn data_plane_defaults_allow_the_own_org_only() {
-    let p = Policies::defaults("acme", OWN_ORG_CONNECTS).expect("defaults");
+    let p = Policies::defaults(OWN_ORG_CONNECTS).expect("defaults");
     let ok = p.decide(
         &node("acme/n2"),
         Act::ConnectToService,
@@ -129,7 +129,7 @@ fn a_bad_text_is_refused_at_its_line() {
 
 #[test]
 fn answers_are_cached_and_a_reload_starts_afresh() {
-    let shared = Shared::new(Policies::defaults("acme", OWN_ORG_CONNECTS).expect("defaults"));
+    let shared = Shared::new(Policies::defaults(OWN_ORG_CONNECTS).expect("defaults"));
     let req = (
         node("acme/n2"),
         Act::ConnectToService,
