@@ -35,9 +35,10 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
-    /// Call a node's remote admin instead of a local socket: NODE_ID@HOST:PORT (needs
-    /// --token-file, --operator-dir and --ca).
-    #[arg(long, global = true, value_name = "NODE@HOST:PORT")]
+    /// Call a daemon's remote admin instead of a local socket: NODE_ID@HOST:PORT for a
+    /// node, ORG@HOST:PORT for an org's authority (needs --token-file, --operator-dir
+    /// and --ca).
+    #[arg(long, global = true, value_name = "NODE|ORG@HOST:PORT")]
     remote: Option<String>,
     /// The operator token for --remote (from `trellis tokens operator create`).
     #[arg(long, global = true, value_name = "FILE")]
@@ -120,12 +121,19 @@ impl RemoteFlags {
     /// Reads the files and parses the target.
     pub fn target(&self) -> Result<trellis_daemon::admin::remote_client::RemoteTarget, Failure> {
         let usage = |m: String| Failure::new(2, m);
-        let (node, addr) = self
-            .remote
-            .split_once('@')
-            .ok_or_else(|| usage(format!("--remote {:?}: NODE_ID@HOST:PORT", self.remote)))?;
-        let node =
-            trellis_routing::NodeId::new(node).map_err(|e| usage(format!("--remote: {e}")))?;
+        let (node, addr) = self.remote.split_once('@').ok_or_else(|| {
+            usage(format!(
+                "--remote {:?}: NODE_ID@HOST:PORT or ORG@HOST:PORT",
+                self.remote
+            ))
+        })?;
+        use trellis_daemon::admin::remote_client::RemoteDaemon;
+        let daemon = if node.contains('/') {
+            trellis_routing::NodeId::new(node).map(RemoteDaemon::Node)
+        } else {
+            trellis_routing::OrgId::new(node).map(RemoteDaemon::Authority)
+        }
+        .map_err(|e| usage(format!("--remote: {e}")))?;
         let addr = addr
             .parse()
             .map_err(|_| usage(format!("--remote: {addr:?} is not HOST:PORT")))?;
@@ -143,7 +151,7 @@ impl RemoteFlags {
         let token = String::from_utf8(read(need(&self.token_file, "--token-file FILE")?)?)
             .map_err(|_| Failure::new(2, "--token-file is not text"))?;
         Ok(trellis_daemon::admin::remote_client::RemoteTarget {
-            node,
+            daemon,
             addr,
             ca_der,
             cert_pem: read(dir.join("operator.crt"))?,

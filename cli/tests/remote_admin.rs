@@ -1,5 +1,5 @@
-//! Remote admin with real processes (ADR 0017): `trellis --remote` reaches a node's
-//! admin API over QUIC with mutual TLS and an operator token, Cedar decides with the
+//! Remote admin with real processes (ADR 0017): `trellis --remote` reaches a node's and
+//! an authority's admin API over QUIC with mutual TLS and an operator token, Cedar decides with the
 //! token's role, and each attack is refused: a token replayed from another certificate,
 //! a token of another org's authority, a garbled token, an expired one, an unbound one,
 //! one for another audience, and a revoked token.
@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{code, free_port, org_with, stderr, trellis, wait_for, Authority, Scratch};
+use common::{code, free_port, stderr, trellis, wait_for, Authority, Node, Scratch};
 use trellis_policy::jwt;
 
 struct Operator {
@@ -79,7 +79,14 @@ fn remote(target: &str, ca: &Path, op: &Operator, token: &Path, args: &[&str]) -
 #[test]
 fn remote_admin_needs_a_bound_unrevoked_token_and_a_permitting_policy() {
     let scratch = Scratch::new("remote-admin");
-    let (authority, mut nodes) = org_with(&scratch, "acme", &["a"]);
+    let authority_port = free_port();
+    let authority = Authority::start(
+        scratch.join("auth-acme"),
+        "acme",
+        &["--remote-listen", &format!("127.0.0.1:{authority_port}")],
+    );
+    let js = authority.token(&["--auto-approve"]);
+    let mut nodes = [Node::join(&scratch, &authority, "acme", "a", &js)];
     let port = free_port();
     nodes[0].configure(
         &[],
@@ -130,6 +137,29 @@ fn remote_admin_needs_a_bound_unrevoked_token_and_a_permitting_policy() {
         "{}",
         stderr(&denied)
     );
+
+    // The authority's admin API too, as `ORG@HOST:PORT`: its certificate is verified
+    // to the CA as `authority.acme.trellis`.
+    let at_authority = format!("acme@127.0.0.1:{authority_port}");
+    let listed = remote(
+        &at_authority,
+        &ca,
+        &alice,
+        &admin,
+        &["tokens", "operator", "list"],
+    );
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let tokens: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(tokens.as_array().map(Vec::len), Some(2), "{tokens}");
+    let denied = remote(&at_authority, &ca, &alice, &viewer, &["tokens", "list"]);
+    assert_eq!(code(&denied), 1, "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("create_join_token"),
+        "{}",
+        stderr(&denied)
+    );
+    let replayed = remote(&at_authority, &ca, &mallory, &admin, &["status"]);
+    assert_eq!(code(&replayed), 1, "{}", stderr(&replayed));
 
     // Replayed from another certificate.
     let replayed = remote(&target, &ca, &mallory, &admin, &["status"]);

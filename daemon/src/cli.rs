@@ -71,6 +71,9 @@ enum AuthorityCommand {
         /// Failed join attempts allowed per source address per minute.
         #[arg(long, default_value_t = 5)]
         max_failures: u32,
+        /// Also serve the admin API over QUIC to operators with a token (UDP address).
+        #[arg(long)]
+        remote_listen: Option<SocketAddr>,
     },
 }
 
@@ -208,9 +211,11 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             tls_cert_lifetime,
             join_wait,
             max_failures,
+            remote_listen,
         }) => {
             let mut options = RunOptions::new(listen);
             options.advertise = advertise;
+            options.remote_listen = remote_listen;
             options.max_failures = max_failures;
             options.cert_lifetime = match duration("cert-lifetime", &cert_lifetime) {
                 Ok(v) => v,

@@ -10,6 +10,7 @@ pub mod client;
 mod node_records;
 mod records;
 pub mod remote_client;
+pub mod remote_server;
 pub mod server;
 
 pub use node_records::*;

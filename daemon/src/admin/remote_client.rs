@@ -8,16 +8,25 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use trellis_routing::NodeId;
+use trellis_routing::{NodeId, OrgId};
 
 use super::client::ClientError;
 use super::{Request, Response};
 use crate::node::trust::TrustStore;
 
+/// Which daemon answers at the remote address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteDaemon {
+    /// A node: its certificate must name this node id.
+    Node(NodeId),
+    /// An org's authority: its certificate must be `authority.ORG.trellis`.
+    Authority(OrgId),
+}
+
 /// Where and as whom to call.
 pub struct RemoteTarget {
-    /// The node expected at `addr` (its certificate must name it).
-    pub node: NodeId,
+    /// The daemon expected at `addr`.
+    pub daemon: RemoteDaemon,
     /// Its remote admin address.
     pub addr: SocketAddr,
     /// The org CA certificate (DER) the node's certificate must chain to.
@@ -62,11 +71,28 @@ async fn call_async(
         .map_err(|e| protocol(format!("operator certificate: {e}")))?;
     let key = PrivateKeyDer::from_pem_slice(&target.key_pem)
         .map_err(|e| protocol(format!("operator key: {e}")))?;
-    let trust = Arc::new(TrustStore::new());
-    trust.trust_ca(&target.node.org(), target.ca_der.clone());
-    let config =
-        crate::transport::admin::admin_client_config(chain, key, trust, target.node.clone())
+    let (config, server_name) = match &target.daemon {
+        RemoteDaemon::Node(node) => {
+            let trust = Arc::new(TrustStore::new());
+            trust.trust_ca(&node.org(), target.ca_der.clone());
+            let config =
+                crate::transport::admin::admin_client_config(chain, key, trust, node.clone())
+                    .map_err(protocol)?;
+            (config, "admin.trellis".to_owned())
+        }
+        RemoteDaemon::Authority(org) => {
+            let pin: [u8; 32] = crate::util::sha256(&target.ca_der);
+            let mismatch = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let config = crate::tls::enroll_client(
+                pin,
+                mismatch,
+                Some((chain, key)),
+                crate::transport::admin::ADMIN_ALPN,
+            )
             .map_err(protocol)?;
+            (config, format!("authority.{}.trellis", org.as_str()))
+        }
+    };
     let bind: SocketAddr = if target.addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -78,7 +104,7 @@ async fn call_async(
         reason,
     };
     let conn = endpoint
-        .connect_with(config, target.addr, "admin.trellis")
+        .connect_with(config, target.addr, &server_name)
         .map_err(|e| unreachable(e.to_string()))?
         .await
         .map_err(|e| unreachable(e.to_string()))?;

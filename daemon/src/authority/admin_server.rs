@@ -31,11 +31,33 @@ pub(super) fn bind(path: &Path) -> Result<UnixListener, AuthorityError> {
 /// Accepts admin connections until aborted.
 pub(super) async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     crate::admin::server::serve(listener, move |request| {
-        let result = dispatch(&shared, request);
+        let who = authz::local_operator(shared.ca.org().as_str());
+        let result = dispatch(&shared, &who, request);
         shared.announce_snapshot();
         async move { result }
     })
     .await;
+}
+
+/// Remote admin at the authority: the token must verify against its own token key and
+/// the revocations it keeps, bound to the TLS client certificate (docs/adr/0017).
+pub(super) fn remote_handler(shared: Arc<Shared>) -> crate::admin::remote_server::Handler {
+    Arc::new(move |r, cert| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let org = shared.ca.org().as_str().to_owned();
+            let keys = vec![shared.token_signer.public().clone()];
+            let revoked = shared
+                .store()
+                .revoked_operator_tokens(now_secs())
+                .map_err(|e| e.to_api())?;
+            let who =
+                crate::admin::remote_server::operator(&r.token, &org, &keys, &revoked, &cert)?;
+            let result = dispatch(&shared, &who, r.request);
+            shared.announce_snapshot();
+            result
+        })
+    })
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -75,11 +97,15 @@ fn check_reason(text: &str, needed_for: &str) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
-fn dispatch(shared: &Shared, request: Request) -> Result<serde_json::Value, ApiError> {
+fn dispatch(
+    shared: &Shared,
+    who: &trellis_policy::cedar::Subject,
+    request: Request,
+) -> Result<serde_json::Value, ApiError> {
     let now = now_secs();
     let api = |e: super::store::StoreError| e.to_api();
     let org = shared.ca.org().as_str();
-    authz::authorize(&shared.policies, &authz::local_operator(org), org, &request)?;
+    authz::authorize(&shared.policies, who, org, &request)?;
     match request {
         Request::PolicyCheck {
             principal,

@@ -194,6 +194,8 @@ pub struct RunOptions {
     pub max_failures: u32,
     /// Rate-limit window, seconds.
     pub failure_window: u64,
+    /// Where to serve the admin API remotely (docs/adr/0017), if anywhere.
+    pub remote_listen: Option<SocketAddr>,
 }
 
 impl RunOptions {
@@ -207,6 +209,7 @@ impl RunOptions {
             join_wait: 15 * 60,
             max_failures: 5,
             failure_window: 60,
+            remote_listen: None,
         }
     }
 }
@@ -357,6 +360,27 @@ pub async fn run(dir: &Path, options: RunOptions) -> Result<(), AuthorityError> 
 
     let refresher = tokio::spawn(refresh_loop(shared.clone()));
     let admin_task = tokio::spawn(admin_server::serve(admin, shared.clone()));
+    let remote_task = match shared.options.remote_listen {
+        None => None,
+        Some(addr) => {
+            let limits = crate::transport::Limits::default();
+            let config = crate::transport::admin::admin_server_config_with(
+                shared.tls_cert.resolver(),
+                &limits,
+            )
+            .map_err(|e| AuthorityError::Config(e.to_string()))?;
+            let remote =
+                quinn::Endpoint::server(config, addr).map_err(|e| AuthorityError::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+            tracing::info!(listen = %addr, "remote admin listening");
+            Some(tokio::spawn(crate::admin::remote_server::serve(
+                remote,
+                admin_server::remote_handler(shared.clone()),
+            )))
+        }
+    };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AuthorityError::Config(format!("cannot watch SIGTERM: {e}")))?;
     loop {
@@ -372,6 +396,9 @@ pub async fn run(dir: &Path, options: RunOptions) -> Result<(), AuthorityError> 
     tracing::info!("authority stopping");
     refresher.abort();
     admin_task.abort();
+    if let Some(remote) = remote_task {
+        remote.abort();
+    }
     endpoint.close(0u32.into(), b"authority stopping");
     let _ = std::fs::remove_file(paths.admin_socket());
     tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle())

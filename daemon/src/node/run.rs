@@ -378,14 +378,11 @@ pub async fn run(
                     reason: e.to_string(),
                 })?;
             tracing::info!(listen = %addr, "remote admin listening");
-            let remote = Arc::new(super::remote_admin::Remote {
-                ctx: admin_ctx.clone(),
-                trust: trust.clone(),
-                org: org.clone(),
-            });
-            Some(OwnedTask::spawn(super::remote_admin::serve(
+            let handler =
+                super::remote_admin::handler(admin_ctx.clone(), trust.clone(), org.clone());
+            Some(OwnedTask::spawn(crate::admin::remote_server::serve(
                 remote_endpoint,
-                remote,
+                handler,
             )))
         }
     };

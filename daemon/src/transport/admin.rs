@@ -108,13 +108,23 @@ pub fn admin_server_config(
     limits: &Limits,
 ) -> Result<quinn::ServerConfig, TransportError> {
     let provider = tls::provider();
+    admin_server_config_with(Arc::new(CurrentIdentity { identity, provider }), limits)
+}
+
+/// A remote-admin listener config presenting what `certs` resolves (the node's identity,
+/// or the authority's own TLS certificate).
+pub fn admin_server_config_with(
+    certs: Arc<dyn ResolvesServerCert>,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let provider = tls::provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(Arc::new(BoundByToken {
             provider: provider.clone(),
         }))
-        .with_cert_resolver(Arc::new(CurrentIdentity { identity, provider }));
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![ADMIN_ALPN.to_vec()];
     config.max_early_data_size = 0;
     config.send_tls13_tickets = 0;

@@ -107,6 +107,11 @@ impl Store {
         })
     }
 
+    /// Revoked token ids that have not expired yet.
+    pub fn revoked_operator_tokens(&self, now: u64) -> Result<Vec<String>, StoreError> {
+        Ok(snapshot_tokens(&self.conn, now)?.1)
+    }
+
     /// Every operator token, newest first.
     pub fn list_operator_tokens(&self) -> Result<Vec<OperatorTokenInfo>, StoreError> {
         let mut stmt = self.conn.prepare(
