@@ -10,7 +10,8 @@
 //!   next round, so a node below its minimum is never shut out by full nodes). Each is a peer of the routing loop with source
 //!   `directory`; when its session ends it is removed and the candidate backs off
 //!   (5 s doubling to 2 min), so the next round picks another one.
-//! * **Warm** candidates are probed: a QUIC handshake with mutual TLS, closed at once;
+//! * **Warm** candidates are probed (at most every 30 s each): a QUIC handshake with
+//!   mutual TLS, closed at once;
 //!   its RTT gives the cost the candidate would have, by the same formula as a scored
 //!   link (ADR 0014). A probe that fails backs the candidate off like a lost session.
 //! * Every directory node may complete a TLS handshake with this node (so probes and
@@ -42,6 +43,8 @@ pub(super) const SOURCE: &str = "directory";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A probe result is used this long.
 const PROBE_FRESH: Duration = Duration::from_secs(300);
+/// A candidate is probed again only after this long (a handshake is cheap, not free).
+const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// First and longest backoff of a candidate whose session or probe failed.
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(120));
 
@@ -207,9 +210,16 @@ impl Selection {
                 }
                 Action::Deactivate(node) if !pinned_set.contains(&node) => {
                     self.pending.remove(&node);
-                    steps.push(Step::Remove(node, "selection: swapped for a better peer"));
+                    steps.push(Step::Remove(node, "selection: trimmed or swapped out"));
                 }
                 Action::Probe(node) => {
+                    let recent = self
+                        .probes
+                        .get(&node)
+                        .is_some_and(|(_, at)| now.saturating_duration_since(*at) < PROBE_EVERY);
+                    if recent {
+                        continue;
+                    }
                     if let Some(addr) = self.addresses.get(&node) {
                         if self.probing.insert(node.clone()) {
                             steps.push(Step::Probe(node, *addr));

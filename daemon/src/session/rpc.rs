@@ -435,7 +435,13 @@ pub async fn run(
     let (send, recv) = match tokio::time::timeout(cfg.open_timeout, stream).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
-            tracing::info!(peer = peer.as_str(), error = %e, "no session stream");
+            // A selection probe closes right after its handshake: routine, not news.
+            let probe = matches!(&e, quinn::ConnectionError::ApplicationClosed(c) if c.reason.as_ref() == b"probe");
+            if probe {
+                tracing::debug!(peer = peer.as_str(), "probed by a selection candidate");
+            } else {
+                tracing::info!(peer = peer.as_str(), error = %e, "no session stream");
+            }
             return;
         }
         Err(_) => {
