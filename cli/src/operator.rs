@@ -61,8 +61,13 @@ fn local(e: impl std::fmt::Display) -> Failure {
 }
 
 fn write_secret(path: &std::path::Path, text: &str) -> Result<(), Failure> {
-    trellis_daemon::util::files::write_secret_new(path, text.as_bytes())
-        .map_err(|e| Failure::new(6, format!("{}: {e}", path.display())))
+    trellis_daemon::util::files::write_secret_new(path, text.as_bytes()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::new(2, e) // The message names the file.
+        } else {
+            Failure::new(6, format!("{}: {e}", path.display()))
+        }
+    })
 }
 
 pub fn operator(ctx: &Context, cmd: Operator) -> Result<(), Failure> {
