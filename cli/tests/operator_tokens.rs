@@ -43,23 +43,7 @@ fn a_bound_token_verifies_against_the_snapshot_until_revoked() {
 
     let token_file = scratch.join("alice.jwt");
     let cert = creds.join("operator.crt");
-    let out = authority.cli(&[
-        "--json",
-        "tokens",
-        "operator",
-        "create",
-        "--name",
-        "alice",
-        "--role",
-        "admin",
-        "--ttl",
-        "1h",
-        "--cert",
-        cert.to_str().expect("utf-8 path"),
-        "--out",
-        token_file.to_str().expect("utf-8 path"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = common::operator_token(&authority, "admin", &cert, &token_file);
     assert_eq!(mode(&token_file), 0o600);
     let token = std::fs::read_to_string(&token_file).expect("token");
     let printed = String::from_utf8_lossy(&out.stdout);

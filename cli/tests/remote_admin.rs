@@ -41,23 +41,7 @@ fn token(
     file: &str,
 ) -> PathBuf {
     let out_file = scratch.join(file);
-    let cert = op.dir.join("operator.crt");
-    let out = authority.cli(&[
-        "tokens",
-        "operator",
-        "create",
-        "--name",
-        "alice",
-        "--role",
-        role,
-        "--ttl",
-        "1h",
-        "--cert",
-        cert.to_str().expect("utf-8"),
-        "--out",
-        out_file.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    common::operator_token(authority, role, &op.dir.join("operator.crt"), &out_file);
     out_file
 }
 

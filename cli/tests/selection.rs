@@ -68,24 +68,20 @@ fn nodes_choose_a_few_peers_from_the_signed_directory() {
 
     // Every node ends with 2-3 sessions, the sessions connect all six, and nobody keeps
     // sessions to all five others.
-    let mut last = None;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mesh = loop {
-        let mesh = sessions(&nodes);
-        if let Some(mesh) = &mesh {
+    let last = std::cell::RefCell::new(None);
+    let mesh = common::wait_for_state(
+        "a connected mesh of 2-3 peers per node with n5–n6 up",
+        || {
+            let mesh = sessions(&nodes)?;
             let sizes_ok = mesh.values().all(|s| (2..=3).contains(&s.len()));
             let pinned_up = mesh.get("acme/n6").is_some_and(|s| s.contains("acme/n5"));
-            if sizes_ok && pinned_up && connected(mesh) {
-                break mesh.clone();
-            }
-        }
-        last = mesh.or(last);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no connected mesh of 2-3 peers per node with n5–n6 up: {last:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+            let done = sizes_ok && pinned_up && connected(&mesh);
+            let found = done.then(|| mesh.clone());
+            *last.borrow_mut() = Some(mesh);
+            found
+        },
+        || last.borrow().clone(),
+    );
     assert!(mesh.values().all(|s| s.len() < NAMES.len() - 1), "{mesh:?}");
 
     // Status shows the selection; the candidates are the five other directory nodes.

@@ -213,6 +213,49 @@ pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// As [`wait_for`], and on timeout the panic shows `state()` (what was seen last).
+pub fn wait_for_state<T, S: std::fmt::Debug>(
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+    state: impl Fn() -> S,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            state()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `trellis tokens operator create` at `authority` for alice with `role`, bound to
+/// `cert`, written to `out`; the command's output.
+pub fn operator_token(authority: &Authority, role: &str, cert: &Path, out: &Path) -> Output {
+    let out = authority.cli(&[
+        "--json",
+        "tokens",
+        "operator",
+        "create",
+        "--name",
+        "alice",
+        "--role",
+        role,
+        "--ttl",
+        "1h",
+        "--cert",
+        cert.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
 /// A node process (`trellisd node run`), killed on drop.
 pub struct Node {
     pub dir: PathBuf,
