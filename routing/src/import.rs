@@ -42,6 +42,8 @@ impl Router {
             self.disconnect(now, slot, DisconnectReason::Malformed(e));
             return;
         }
+        self.stats.announcements_received += batch.announce.len() as u64;
+        self.stats.withdrawals_received += batch.withdraw.len() as u64;
         let role = peer.cfg.role;
         let default_pref = peer.cfg.local_pref;
         let max_routes = peer.cfg.max_routes;

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod convergence;
 pub mod decision;
 mod export;
 mod import;
@@ -53,6 +54,10 @@ pub struct Stats {
     pub sessions_established: u64,
     /// Update batches accepted for processing.
     pub updates_received: u64,
+    /// Announcements in accepted batches.
+    pub announcements_received: u64,
+    /// Withdrawals in accepted batches.
+    pub withdrawals_received: u64,
     /// Batches from unknown peers or peers whose session is down.
     pub updates_ignored: u64,
     /// Batches that broke a structural limit (the session was closed).
