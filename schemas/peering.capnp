@@ -46,6 +46,9 @@ enum Capability {
 
   dataPlane @4;
   # Accept data-plane connections on other streams of the same QUIC connection.
+
+  traceContext @5;
+  # Read a trace context after the names of a data-plane stream header (flag bit 0).
 }
 
 struct SessionOpen {
@@ -246,6 +249,12 @@ struct UpdateBatch {
   withdrawals @2 :List(Text);
   # Service names whose route from this sender is withdrawn. Withdrawing a service the
   # receiver does not hold is not an error.
+
+  traceContext @3 :Data;
+  # Optional W3C trace context of the span that sent this batch: trace id (16 bytes),
+  # span id (8), flags (1). Sent only by a node that exports traces; a receiver that does
+  # not understand or does not want it ignores it, and a malformed value is ignored too.
+  # Observability only: it never changes how the batch is applied.
 }
 
 # ---------------------------------------------------------------------------------------

@@ -19,6 +19,10 @@ use trellis_routing::OrgId;
 #[derive(Parser)]
 #[command(name = "trellisd", version, about = "The Trellis routing daemon")]
 struct Cli {
+    /// Log lines on stderr as `text` or `json` (JSON carries trace ids while spans are
+    /// exported). Also TRELLIS_LOG_FORMAT; TRELLIS_LOG sets the filter (default info).
+    #[arg(long, global = true, env = "TRELLIS_LOG_FORMAT", default_value = "text", value_parser = crate::telemetry::LogFormat::parse)]
+    log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -158,15 +162,6 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init()
-        .ok();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -175,7 +170,58 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         Ok(rt) => BoundedRuntime(Some(rt)),
         Err(e) => return fail(6, format!("cannot start the runtime: {e}")),
     };
-    match cli.command {
+    let _entered = runtime.enter();
+    run_command(&runtime, cli.log_format, cli.command)
+}
+
+/// Installs logging and, for the long-running roles, the telemetry their settings ask
+/// for; `Err` is the exit code of a bad setting.
+fn start_telemetry(
+    format: crate::telemetry::LogFormat,
+    settings: &crate::telemetry::Settings,
+) -> Result<Option<crate::telemetry::Telemetry>, ExitCode> {
+    match crate::telemetry::start(format, settings) {
+        Ok(telemetry) => {
+            if let Some(summary) = &telemetry.summary {
+                tracing::info!(export = %summary, "telemetry on");
+            }
+            Ok(Some(telemetry))
+        }
+        Err(e) => Err(fail(2, e)),
+    }
+}
+
+fn run_command(
+    runtime: &BoundedRuntime,
+    log_format: crate::telemetry::LogFormat,
+    command: Command,
+) -> ExitCode {
+    // Commands that end by themselves log, but export nothing.
+    let mut telemetry = None;
+    let off = crate::telemetry::Settings::off("trellisd");
+    if !matches!(
+        command,
+        Command::Authority(AuthorityCommand::Run { .. }) | Command::Node(NodeCommand::Run { .. })
+    ) {
+        telemetry = match start_telemetry(log_format, &off) {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+    }
+    let code = run_role(runtime, log_format, command, &mut telemetry);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    code
+}
+
+fn run_role(
+    runtime: &BoundedRuntime,
+    log_format: crate::telemetry::LogFormat,
+    command: Command,
+    telemetry: &mut Option<crate::telemetry::Telemetry>,
+) -> ExitCode {
+    match command {
         Command::Authority(AuthorityCommand::Init {
             org,
             data_dir,
@@ -230,6 +276,15 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
                 Ok(_) => return fail(2, "--tls-cert-lifetime: at least 1m"),
                 Err(code) => return code,
             };
+            let org = authority::org_of(&data_dir).unwrap_or_else(|| "unknown".into());
+            let mut settings = crate::telemetry::Settings::off(&format!("authority.{org}"));
+            if let Err(e) = settings.apply_env(|k| std::env::var(k).ok()) {
+                return fail(2, e);
+            }
+            *telemetry = match start_telemetry(log_format, &settings) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
             match runtime.block_on(authority::run(&data_dir, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(
@@ -247,7 +302,14 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         }) => {
             let loaded = match load_node_config(&data_dir, config.as_deref(), listen) {
                 Ok(loaded) => loaded,
-                Err((code, message)) => return fail(code, message),
+                Err((code, message)) => {
+                    let _ = start_telemetry(log_format, &crate::telemetry::Settings::off(""));
+                    return fail(code, message);
+                }
+            };
+            *telemetry = match start_telemetry(log_format, &loaded.telemetry) {
+                Ok(t) => t,
+                Err(code) => return code,
             };
             let (dir, file) = (data_dir.clone(), config.clone());
             let loader: crate::node::reload::Loader = std::sync::Arc::new(move || {
@@ -359,5 +421,6 @@ fn load_node_config(
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    config.telemetry.instance = enrollment.node_id.clone();
     Ok(config)
 }

@@ -15,6 +15,7 @@ pub mod enroll;
 pub mod node;
 pub mod pki;
 pub mod session;
+pub mod telemetry;
 pub mod tls;
 pub mod transport;
 pub mod util;

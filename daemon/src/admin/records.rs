@@ -161,6 +161,9 @@ pub struct AuthorityStatus {
     pub joins_pending: u64,
     /// Usable tokens.
     pub tokens_active: u64,
+    /// Counters since start: join requests, decisions, revocations, renewals.
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 /// One name rule as the authority lists it (`names list`).

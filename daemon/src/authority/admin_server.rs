@@ -97,6 +97,32 @@ fn check_reason(text: &str, needed_for: &str) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// The authority's status record (also read by the metrics at each export).
+pub(super) fn status(shared: &Shared) -> Result<AuthorityStatus, super::store::StoreError> {
+    let now = now_secs();
+    let (nodes_active, nodes_revoked, joins_pending, tokens_active) = shared.store().counts(now)?;
+    let snapshot_version = shared
+        .store()
+        .snapshot_envelope(None)?
+        .map_or(0, |(v, _)| v);
+    Ok(AuthorityStatus {
+        role: "authority".into(),
+        org: shared.ca.org().as_str().to_owned(),
+        ca_fingerprint: shared.fingerprint.clone(),
+        listen: shared.advertise.to_string(),
+        snapshot_version,
+        nodes_active,
+        nodes_revoked,
+        joins_pending,
+        tokens_active,
+        counters: shared
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
+    })
+}
+
 fn dispatch(
     shared: &Shared,
     who: &trellis_policy::cedar::Subject,
@@ -123,26 +149,7 @@ fn dispatch(
         Request::PolicyReload => Err(bad(
             "this authority runs the built-in policies (docs/adr/0016); there is no file to reload",
         )),
-        Request::Status => {
-            let (nodes_active, nodes_revoked, joins_pending, tokens_active) =
-                shared.store().counts(now).map_err(api)?;
-            let snapshot_version = shared
-                .store()
-                .snapshot_envelope(None)
-                .map_err(api)?
-                .map_or(0, |(v, _)| v);
-            json(&AuthorityStatus {
-                role: "authority".into(),
-                org: shared.ca.org().as_str().to_owned(),
-                ca_fingerprint: shared.fingerprint.clone(),
-                listen: shared.advertise.to_string(),
-                snapshot_version,
-                nodes_active,
-                nodes_revoked,
-                joins_pending,
-                tokens_active,
-            })
-        }
+        Request::Status => json(&status(shared).map_err(api)?),
         Request::TokensCreate {
             ttl_secs,
             uses,
@@ -222,6 +229,7 @@ fn dispatch(
                 .approve_join(&id, &shared.ca, OPERATOR, now, shared.options.cert_lifetime)
                 .map_err(api)?;
             shared.decided.notify_waiters();
+            shared.count("authority_joins_approved");
             tracing::info!(join = %id, node = %approved.0.node_id, "join approved");
             json(&approved.0)
         }
@@ -232,6 +240,7 @@ fn dispatch(
                 .reject_join(&id, &reason, OPERATOR, now)
                 .map_err(api)?;
             shared.decided.notify_waiters();
+            shared.count("authority_joins_denied");
             json(&info)
         }
         Request::NodesList => json(&shared.store().list_nodes().map_err(api)?),
@@ -249,6 +258,7 @@ fn dispatch(
                 .store()
                 .revoke_node(&node_id, &reason, &shared.ca, OPERATOR, now)
                 .map_err(api)?;
+            shared.count("authority_revocations");
             tracing::info!(node = %node_id, snapshot = revoked.snapshot_version, "node revoked");
             json(&revoked)
         }

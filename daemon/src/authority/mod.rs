@@ -230,6 +230,8 @@ pub(crate) struct Shared {
     policies: trellis_policy::cedar::Shared,
     /// Signs operator tokens.
     token_signer: operator_tokens::TokenSigner,
+    /// Counters since start (status, and the metrics read from it).
+    counters: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -249,6 +251,16 @@ impl Shared {
         });
     }
 
+    /// Adds one to a counter.
+    fn count(&self, name: &str) {
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_default() += 1;
+    }
+
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back), so a poisoned lock is still usable.
@@ -262,6 +274,17 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The org of the authority in `dir`, if it is one (names its telemetry before it runs).
+pub fn org_of(dir: &Path) -> Option<String> {
+    let paths = Paths {
+        dir: dir.to_owned(),
+    };
+    if !paths.db().exists() {
+        return None;
+    }
+    Store::open(&paths.db()).ok()?.meta("org").ok()?
 }
 
 fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, AuthorityError> {
@@ -306,6 +329,7 @@ fn load(paths: &Paths, options: RunOptions, now: u64) -> Result<Shared, Authorit
             policies.map_err(|e| AuthorityError::Config(e.to_string()))?,
         ),
         token_signer,
+        counters: Mutex::default(),
     })
 }
 
@@ -358,6 +382,12 @@ pub async fn run(dir: &Path, options: RunOptions) -> Result<(), AuthorityError> 
         paths.admin_socket().display()
     );
 
+    let observed = shared.clone();
+    crate::telemetry::metrics::observe(move || {
+        admin_server::status(&observed)
+            .map(|s| crate::telemetry::metrics::authority_points(&s))
+            .unwrap_or_default()
+    });
     let refresher = tokio::spawn(refresh_loop(shared.clone()));
     let admin_task = tokio::spawn(admin_server::serve(admin, shared.clone()));
     let remote_task = match shared.options.remote_listen {

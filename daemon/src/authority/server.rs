@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use rustls_pki_types::CertificateDer;
 use trellis_routing::NodeId;
 
@@ -61,7 +63,18 @@ async fn stream(
     };
     tracing::debug!(%source, ?request, "enrollment request");
     match request {
-        Request::Join(join) => on_join(&shared, &conn, &mut send, join).await,
+        Request::Join(join) => {
+            let span = tracing::info_span!(
+                "authority.join",
+                node = %join.name,
+                source = %source,
+                outcome = tracing::field::Empty,
+            );
+            shared.count("authority_join_requests");
+            on_join(&shared, &conn, &mut send, join)
+                .instrument(span)
+                .await;
+        }
         Request::Renew { csr } => {
             let response = on_renew(&shared, &conn, &csr);
             reply(&mut send, &response).await;
@@ -123,6 +136,7 @@ async fn on_join(
     if !shared.limiter().allowed(source.ip(), now) {
         let wait = shared.limiter().retry_after(source.ip(), now);
         tracing::warn!(%source, "join refused: too many failed attempts");
+        refused(shared, "rate_limited");
         let message = format!(
             "too many failed join attempts from {}; retry in {wait} s",
             source.ip()
@@ -134,6 +148,7 @@ async fn on_join(
         Ok(node) => node,
         Err(e) => {
             let message = format!("bad node name {:?}: {e}", join.name);
+            refused(shared, "bad_request");
             reply(send, &Response::error(ErrorCode::BadRequest, message)).await;
             return;
         }
@@ -141,6 +156,7 @@ async fn on_join(
     let key_sha256 = match pki::parse_csr(&join.csr) {
         Ok(csr) => hex(&sha256(rcgen::PublicKeyData::der_bytes(&csr.public_key))),
         Err(e) => {
+            refused(shared, "bad_request");
             reply(send, &Response::error(ErrorCode::BadRequest, e.to_string())).await;
             return;
         }
@@ -174,6 +190,7 @@ async fn on_join(
                 shared.limiter().failed(source.ip(), now);
             }
             tracing::info!(%source, node = node.as_str(), reason = %refusal.message, "join refused");
+            refused(shared, "refused");
             let detail = format!("{:?}: {}", refusal.code, refusal.message);
             let actor = format!("source:{source}");
             if let Err(e) = shared
@@ -197,7 +214,11 @@ async fn on_join(
             shared.options.cert_lifetime,
         );
         let response = match approved {
-            Ok((_, issued)) => issued_response(shared, node.as_str(), issued.der),
+            Ok((_, issued)) => {
+                shared.count("authority_joins_approved");
+                outcome("approved");
+                issued_response(shared, node.as_str(), issued.der)
+            }
             Err(e) => auto_approval_failed(shared, &admission.join_id, node.as_str(), &e, now),
         };
         return reply(send, &response).await;
@@ -207,10 +228,27 @@ async fn on_join(
         node_id: node.as_str().to_owned(),
     };
     reply(send, &pending).await;
+    outcome("pending");
     let response = wait_for_decision(shared, conn, &admission.join_id, node.as_str()).await;
+    outcome(match &response {
+        Some(Response::Issued(_)) => "approved",
+        Some(_) => "not_approved",
+        None => "abandoned",
+    });
     if let Some(response) = response {
         reply(send, &response).await;
     }
+}
+
+/// Records the join span's outcome.
+fn outcome(what: &'static str) {
+    tracing::Span::current().record("outcome", what);
+}
+
+/// A join refused before it was admitted.
+fn refused(shared: &Shared, why: &'static str) {
+    shared.count("authority_joins_refused");
+    outcome(why);
 }
 
 /// An automatic approval failed: the request is rejected and its token use given back,
@@ -352,6 +390,7 @@ fn on_renew(shared: &Shared, conn: &quinn::Connection, csr: &[u8]) -> Response {
     );
     match renewed {
         Ok(Ok(issued)) => {
+            shared.count("authority_renewals");
             tracing::info!(node = cert.node.as_str(), "certificate renewed");
             issued_response(shared, cert.node.as_str(), issued.der)
         }

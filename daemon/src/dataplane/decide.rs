@@ -102,6 +102,7 @@ mod tests {
             requester: id("globex/g1"),
             hops,
             stream_id: 1,
+            trace: None,
         }
     }
 

@@ -82,7 +82,40 @@ pub(super) async fn inbound(
 
 /// Sets up the next leg for `header` and relays `upstream` over it. `from` is the peer the
 /// stream came from (`None` at the ingress); `meters` are extra counters (the listener's).
+/// Each hop is one `dataplane.stream` span, a child of the previous hop's when the header
+/// carried its trace context; `reset` says why it ended early.
 pub(super) async fn carry(
+    engine: &Arc<Engine>,
+    header: StreamHeader,
+    upstream: End,
+    from: Option<NodeId>,
+    meters: Meters,
+    slot: Slot,
+) -> Option<Abort> {
+    let span = tracing::info_span!(
+        "dataplane.stream",
+        service = header.service.as_str(),
+        requester = header.requester.as_str(),
+        stream = header.stream_id,
+        hops = i64::from(header.hops),
+        from = from.as_ref().map_or("", NodeId::as_str),
+        reset = tracing::field::Empty,
+    );
+    if let Some(parent) = header.trace {
+        parent.adopt(&span);
+    }
+    let ended = tracing::Instrument::instrument(
+        carry_in_span(engine, header, upstream, from, meters, slot),
+        span.clone(),
+    )
+    .await;
+    if let Some(abort) = &ended {
+        span.record("reset", abort.reset.name());
+    }
+    ended
+}
+
+async fn carry_in_span(
     engine: &Arc<Engine>,
     header: StreamHeader,
     upstream: End,
@@ -205,9 +238,9 @@ async fn open_stream(
     hops: u8,
 ) -> Result<End, Refusal> {
     let unreachable = |why: String| (Reset::NextHopUnreachable, why);
-    let conn = engine
+    let (conn, traced) = engine
         .links
-        .get(next)
+        .get_traced(next)
         .ok_or_else(|| unreachable(format!("no session with next hop {next}")))?;
     let opened = tokio::time::timeout(engine.settings.connect_timeout, conn.open_bi())
         .await
@@ -216,6 +249,11 @@ async fn open_stream(
     let (mut send, recv) = opened;
     let onward = StreamHeader {
         hops,
+        trace: if traced {
+            crate::telemetry::TraceParent::current()
+        } else {
+            None
+        },
         ..header.clone()
     };
     send.write_all(&onward.encode())

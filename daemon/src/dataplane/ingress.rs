@@ -153,6 +153,7 @@ async fn serve(
         requester: engine.local.clone(),
         hops: 0,
         stream_id: stream_id(),
+        trace: None,
     };
     let meters = Meters {
         forward: vec![stats.sent.clone()],

@@ -19,6 +19,8 @@ use crate::util::tasks::OwnedTask;
 struct Link {
     conn_id: u64,
     conn: quinn::Connection,
+    /// The peer reads trace context in stream headers (`traceContext` capability).
+    traced: bool,
     _accept: OwnedTask,
 }
 
@@ -33,9 +35,10 @@ impl LinkMap {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The connection to `peer`, if its session is up.
-    pub(super) fn get(&self, peer: &NodeId) -> Option<quinn::Connection> {
-        self.lock().get(peer).map(|l| l.conn.clone())
+    /// The connection to `peer`, if its session is up, and whether it reads trace
+    /// context.
+    pub(super) fn get_traced(&self, peer: &NodeId) -> Option<(quinn::Connection, bool)> {
+        self.lock().get(peer).map(|l| (l.conn.clone(), l.traced))
     }
 
     pub(super) fn clear(&self) {
@@ -59,8 +62,9 @@ impl Links {
     }
 
     /// The session `conn_id` with `peer` is up on `conn`: use it for streams to `peer`
-    /// and accept the streams `peer` opens on it. Callable from any thread.
-    pub fn up(&self, peer: &NodeId, conn_id: u64, conn: quinn::Connection) {
+    /// and accept the streams `peer` opens on it; `traced`: the peer listed the
+    /// `traceContext` capability. Callable from any thread.
+    pub fn up(&self, peer: &NodeId, conn_id: u64, conn: quinn::Connection, traced: bool) {
         let engine = self.0.clone();
         let accepting = accept_loop(engine, peer.clone(), conn.clone());
         let task = {
@@ -72,6 +76,7 @@ impl Links {
             Link {
                 conn_id,
                 conn,
+                traced,
                 _accept: task,
             },
         );

@@ -9,12 +9,16 @@
 //!
 //! ```text
 //!  0      4        5       6        7          8             16
-//!  | "TRS" 1 | hops | flags | svc len | node len | stream id u64 BE | service | requester |
+//!  | "TRS" 1 | hops | flags | svc len | node len | stream id u64 BE | service | requester | [trace] |
 //! ```
 //!
-//! A receiver refuses (resets with [`Reset::BadHeader`]) a wrong magic or version,
-//! non-zero flags, zero hops, a name that does not parse, or a header that does not
-//! arrive whole within the header timeout.
+//! Flag bit 0 ([`FLAG_TRACE`]) says a 25-byte trace context (trace id, span id, trace
+//! flags) follows the names. A node sets it only toward a peer whose session listed the
+//! `traceContext` capability, so a node that predates it never sees the flag.
+//!
+//! A receiver refuses (resets with [`Reset::BadHeader`]) a wrong magic or version, an
+//! unknown flag, zero hops, a name that does not parse, or a header that does not arrive
+//! whole within the header timeout. A trace context with zero ids is ignored, not refused.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use trellis_routing::{NodeId, ServiceName};
@@ -23,6 +27,10 @@ use trellis_routing::{NodeId, ServiceName};
 pub const MAGIC: [u8; 4] = *b"TRS\x01";
 /// Length of the fixed part.
 pub const FIXED_LEN: usize = 16;
+/// Flag: a trace context follows the names.
+pub const FLAG_TRACE: u8 = 0x01;
+
+use crate::telemetry::TraceParent;
 
 /// What opens a forwarded stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +43,8 @@ pub struct StreamHeader {
     pub hops: u8,
     /// Random id chosen by the ingress, the same at every hop (logs, traces).
     pub stream_id: u64,
+    /// The sending hop's span, when it exports traces and this hop said it reads them.
+    pub trace: Option<TraceParent>,
 }
 
 /// Why a header was refused.
@@ -59,13 +69,16 @@ impl StreamHeader {
         let mut out = Vec::with_capacity(FIXED_LEN + service.len() + requester.len());
         out.extend_from_slice(&MAGIC);
         out.push(self.hops);
-        out.push(0);
+        out.push(if self.trace.is_some() { FLAG_TRACE } else { 0 });
         // Names are at most 253 bytes (service) and 127 (node id): both fit a byte.
         out.push(u8::try_from(service.len()).unwrap_or(u8::MAX));
         out.push(u8::try_from(requester.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(&self.stream_id.to_be_bytes());
         out.extend_from_slice(service);
         out.extend_from_slice(requester);
+        if let Some(trace) = &self.trace {
+            out.extend_from_slice(&trace.encode());
+        }
         out
     }
 
@@ -77,7 +90,12 @@ impl StreamHeader {
             .await
             .map_err(|e| HeaderError::Truncated(e.to_string()))?;
         let (service_len, requester_len) = Self::check_fixed(&fixed)?;
-        let mut names = vec![0u8; service_len + requester_len];
+        let trace_len = if fixed[5] & FLAG_TRACE != 0 {
+            TraceParent::LEN
+        } else {
+            0
+        };
+        let mut names = vec![0u8; service_len + requester_len + trace_len];
         stream
             .read_exact(&mut names)
             .await
@@ -96,7 +114,7 @@ impl StreamHeader {
         if fixed[4] == 0 {
             return Err(HeaderError::Invalid("hop count 0".into()));
         }
-        if fixed[5] != 0 {
+        if fixed[5] & !FLAG_TRACE != 0 {
             return Err(HeaderError::Invalid(format!(
                 "unknown flags {:#04x}",
                 fixed[5]
@@ -115,14 +133,22 @@ impl StreamHeader {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| HeaderError::Truncated(format!("{} bytes", bytes.len())))?;
         let (service_len, requester_len) = Self::check_fixed(fixed)?;
+        let traced = fixed[5] & FLAG_TRACE != 0;
+        let trace_len = if traced { TraceParent::LEN } else { 0 };
         let rest = &bytes[FIXED_LEN..];
-        if rest.len() != service_len + requester_len {
+        if rest.len() != service_len + requester_len + trace_len {
             return Err(HeaderError::Invalid(format!(
                 "names are {} bytes, the header says {}",
-                rest.len(),
+                rest.len().saturating_sub(trace_len),
                 service_len + requester_len
             )));
         }
+        let trace = if traced {
+            TraceParent::decode(&rest[service_len + requester_len..])
+        } else {
+            None
+        };
+        let rest = &rest[..service_len + requester_len];
         let text = |b: &[u8], what: &str| {
             std::str::from_utf8(b)
                 .map(str::to_owned)
@@ -144,6 +170,7 @@ impl StreamHeader {
             requester,
             hops: fixed[4],
             stream_id: u64::from_be_bytes(id),
+            trace,
         })
     }
 }
@@ -271,7 +298,32 @@ mod tests {
             requester: NodeId::new("globex/gw").expect("node"),
             hops: 1,
             stream_id: 0x0102_0304_0506_0708,
+            trace: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_trace_context_travels_after_the_names() {
+        let traced = StreamHeader {
+            trace: Some(TraceParent {
+                trace_id: [3; 16],
+                span_id: [4; 8],
+                flags: 1,
+            }),
+            ..header()
+        };
+        let mut bytes = traced.encode();
+        assert_eq!(bytes[5], FLAG_TRACE);
+        bytes.extend_from_slice(b"payload");
+        let mut reader = bytes.as_slice();
+        let read = StreamHeader::read_from(&mut reader).await.expect("header");
+        assert_eq!(read, traced);
+        assert_eq!(reader, b"payload");
+        // A zero trace context is ignored, the stream still goes through.
+        let mut zeros = traced.encode();
+        let n = zeros.len();
+        zeros[n - TraceParent::LEN..].fill(0);
+        assert_eq!(StreamHeader::decode(&zeros).map(|h| h.trace), Ok(None));
     }
 
     #[tokio::test]
@@ -307,8 +359,14 @@ mod tests {
         hops[4] = 0;
         assert!(StreamHeader::decode(&hops).is_err());
         let mut flags = good.clone();
-        flags[5] = 1;
+        flags[5] = 2;
         assert!(StreamHeader::decode(&flags).is_err());
+        let mut no_trace = good.clone();
+        no_trace[5] = FLAG_TRACE;
+        assert!(
+            StreamHeader::decode(&no_trace).is_err(),
+            "flag without the bytes"
+        );
         let mut upper = good.clone();
         upper[FIXED_LEN] = b'W';
         assert!(StreamHeader::decode(&upper).is_err());

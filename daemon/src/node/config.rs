@@ -26,6 +26,7 @@ mod dataplane;
 mod scoring;
 mod selection;
 mod source;
+mod telemetry;
 
 pub use scoring::Scoring;
 pub use selection::{role_from_name, role_name, Selection};
@@ -233,6 +234,9 @@ pub struct NodeConfig {
     /// Where the admin API is also served over QUIC for operators with a token
     /// (`[admin] remote_listen`; docs/adr/0017-operator-tokens.md).
     pub remote_admin: Option<SocketAddr>,
+    /// OTLP export (`[telemetry]` and `OTEL_*`); `instance` is filled in with the node
+    /// id by whoever knows it.
+    pub telemetry: crate::telemetry::Settings,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +259,8 @@ struct RawNode {
     policy: RawPolicy,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    telemetry: telemetry::RawTelemetry,
 }
 
 #[derive(Default, Deserialize)]
@@ -321,6 +327,7 @@ impl NodeConfig {
             selection: None,
             policy_file: None,
             remote_admin: None,
+            telemetry: crate::telemetry::Settings::off(""),
         }
     }
 
@@ -404,7 +411,9 @@ impl NodeConfig {
             .as_ref()
             .map(|a| src.socket_addr(a, "remote_listen"))
             .transpose()?;
+        let telemetry = telemetry::telemetry(&src, &raw.telemetry)?;
         Ok(Self {
+            telemetry,
             remote_admin,
             policy_file,
             selection,
@@ -476,6 +485,9 @@ impl NodeConfig {
                 .ok_or_else(|| bad(name, format!("{v:?} is not a whole number above 0")))?;
             next.set_max_routes_per_peer(max);
         }
+        next.telemetry
+            .apply_env(|name| get(name))
+            .map_err(ConfigError::Invalid)?;
         *self = next;
         Ok(())
     }

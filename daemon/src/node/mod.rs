@@ -15,6 +15,7 @@ pub mod config;
 mod connections;
 mod fib;
 mod holdoff;
+mod observe;
 pub mod peering;
 pub mod policy;
 pub mod reload;

@@ -485,8 +485,11 @@ fn commit_chunk(
     conn: &mut Connection,
     mut chunk: Vec<StoreOp>,
     pending: &mut VecDeque<StoreOp>,
+    recorders: &crate::telemetry::metrics::Recorders,
 ) -> Result<(), String> {
+    let started = std::time::Instant::now();
     let result = commit(conn, &chunk).map_err(|e| e.to_string());
+    recorders.commit(started.elapsed(), result.is_ok());
     let mut kept = Vec::new();
     for op in chunk.drain(..) {
         match op {
@@ -508,6 +511,7 @@ fn commit_chunk(
 /// memory, in order, and are retried every second; nothing is dropped.
 fn writer(conn: &mut Connection, rx: &Receiver<StoreOp>, failures: &AtomicU64) {
     let mut pending: VecDeque<StoreOp> = VecDeque::new();
+    let recorders = crate::telemetry::metrics::Recorders::new();
     let mut open = true;
     let mut failing_since: Option<std::time::Instant> = None;
     let mut last_report: Option<std::time::Instant> = None;
@@ -524,7 +528,7 @@ fn writer(conn: &mut Connection, rx: &Receiver<StoreOp>, failures: &AtomicU64) {
         open = take_arrived(rx, &mut pending) && open;
         let n = pending.len().min(MAX_BATCH_OPS);
         let chunk: Vec<StoreOp> = pending.drain(..n).collect();
-        match commit_chunk(conn, chunk, &mut pending) {
+        match commit_chunk(conn, chunk, &mut pending, &recorders) {
             Ok(()) => {
                 if let Some(since) = failing_since.take() {
                     tracing::warn!(

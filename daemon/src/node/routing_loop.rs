@@ -173,6 +173,8 @@ pub struct RoutingLoop {
     selection: Option<super::selection::Selection>,
     /// The Cedar policies in force (ADR 0016): peer sessions and originations ask them.
     policies: Option<Arc<trellis_policy::cedar::Shared>>,
+    /// Spans, trace context and histograms for telemetry.
+    observer: super::observe::Observer,
 }
 
 /// A session up this long is kept when the peer connects again (the new connection is
@@ -265,6 +267,7 @@ impl RoutingLoop {
             scores: super::scores::Scores::new(Default::default(), Vec::new()),
             selection: None,
             policies: None,
+            observer: super::observe::Observer::default(),
         };
         for spec in this.peers.values() {
             this.show_peer(spec, "connecting", None);
@@ -422,6 +425,7 @@ impl RoutingLoop {
                 .into_iter()
                 .chain(self.holdoff.next_end())
                 .chain(self.selection.as_ref().map(|s| s.next_round()))
+                .chain(self.observer.deadline())
                 .min()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| {
@@ -445,6 +449,7 @@ impl RoutingLoop {
                 }
             }
             self.drain();
+            self.observer.tick(Instant::now());
         }
         for current in self.sessions.values() {
             current
@@ -458,6 +463,10 @@ impl RoutingLoop {
         let mut changed = false;
         while let Some(output) = self.router.poll_output() {
             match output {
+                Output::Send {
+                    peer,
+                    message: trellis_routing::Message::Update(batch),
+                } => self.send(&peer, self.observer.outgoing(batch)),
                 Output::Send { peer, message } => self.send(&peer, Outgoing::Message(message)),
                 Output::Disconnect { peer, reason } => {
                     let code = match reason {
@@ -482,6 +491,7 @@ impl RoutingLoop {
             }
         }
         if changed {
+            self.observer.best_changed(Instant::now());
             self.refresh_peer_counts();
         }
         self.view.set_router_stats(self.router.stats());
@@ -677,10 +687,17 @@ impl RoutingLoop {
                     let _ = self.remove_peer(now, &peer, "selection: session ended");
                 }
             }
-            Event::Update { peer, conn, batch } => {
+            Event::Update {
+                peer,
+                conn,
+                batch,
+                trace,
+            } => {
                 if !self.is_current(&peer, conn) {
                     return;
                 }
+                let span = self.observer.batch_span(&peer, &batch, trace);
+                let _entered = span.enter();
                 let epoch = self.epochs.get(&peer).copied().unwrap_or(0);
                 self.view.count("updates_received", 1);
                 self.router.handle(
@@ -693,6 +710,7 @@ impl RoutingLoop {
                 if self.router.peer_up(&peer) {
                     self.persist(StoreOp::PeerBatch { peer, epoch, batch });
                 }
+                self.observer.batch_done(now.elapsed());
             }
             Event::EndOfTable { peer, conn } => {
                 if !self.is_current(&peer, conn) {
@@ -1013,6 +1031,10 @@ impl RoutingLoop {
                     let _ = reply.send(Err(api(ErrorKind::BadRequest, refusal.to_string())));
                     return;
                 }
+                let span = self
+                    .observer
+                    .origination_span("advertise", service.as_str());
+                let _entered = span.enter();
                 self.view.write().originated.insert(
                     service.as_str().to_owned(),
                     (endpoint.clone(), protocol_name(protocol).to_owned()),
@@ -1061,6 +1083,8 @@ impl RoutingLoop {
                     )));
                     return;
                 }
+                let span = self.observer.origination_span("withdraw", service.as_str());
+                let _entered = span.enter();
                 self.router.handle(
                     now,
                     Input::StopOriginating {

@@ -198,6 +198,11 @@ pub async fn run(
     }
     view.add_counter("manifests_unverified_foreign_org", unverified);
     view.add_counter("store_commit_failures", store_failures);
+    let observed = view.clone();
+    crate::telemetry::metrics::observe(move || {
+        let peers: Vec<crate::admin::PeerInfo> = observed.read().peers.values().cloned().collect();
+        crate::telemetry::metrics::node_points(&observed.status(), &peers)
+    });
     let admitted: Arc<RwLock<HashSet<NodeId>>> = Arc::default();
     let (dial_tx, dial_rx) = mpsc::unbounded_channel();
     let store_audit = store_tx.clone();

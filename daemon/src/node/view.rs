@@ -118,6 +118,13 @@ impl View {
             ("router_manifests_rejected", stats.manifests_rejected),
             ("router_stale_paths_purged", stats.stale_paths_purged),
             ("router_batches_sent", stats.batches_sent),
+            (
+                "router_announcements_received",
+                stats.announcements_received,
+            ),
+            ("router_withdrawals_received", stats.withdrawals_received),
+            ("router_announcements_sent", stats.announcements_sent),
+            ("router_withdrawals_sent", stats.withdrawals_sent),
         ];
         let mut state = self.write();
         for (name, value) in pairs {

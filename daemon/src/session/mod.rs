@@ -68,6 +68,8 @@ pub enum Event {
         conn: ConnId,
         /// The batch.
         batch: UpdateBatch,
+        /// The sender's trace context, if it sent one (telemetry).
+        trace: Option<crate::telemetry::TraceParent>,
     },
     /// The peer's initial table is complete.
     EndOfTable {
@@ -134,6 +136,8 @@ pub enum Event {
 pub enum Outgoing {
     /// A routing message.
     Message(Message),
+    /// An update batch with the trace context of the span that caused it.
+    Traced(UpdateBatch, crate::telemetry::TraceParent),
     /// A trust snapshot envelope to flood.
     TrustSnapshot(Arc<Vec<u8>>),
     /// A keepalive now: the peer dialed again while this session is up, so it may have

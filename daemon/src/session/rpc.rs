@@ -81,6 +81,8 @@ struct Hello {
     version: u16,
     hold_secs: u16,
     graceful_restart_secs: u16,
+    /// The peer reads trace context in data-plane stream headers.
+    trace_context: bool,
 }
 
 fn read_hello(r: session_open::Reader<'_>) -> capnp::Result<Hello> {
@@ -90,6 +92,11 @@ fn read_hello(r: session_open::Reader<'_>) -> capnp::Result<Hello> {
         version: r.get_protocol_version(),
         hold_secs: r.get_hold_time_secs(),
         graceful_restart_secs: r.get_graceful_restart_secs(),
+        // Unknown capabilities (a newer peer's) are skipped.
+        trace_context: r.has_capabilities()
+            && r.get_capabilities()?
+                .iter()
+                .any(|c| c == Ok(trellis_schemas::peering_capnp::Capability::TraceContext)),
     })
 }
 
@@ -99,7 +106,8 @@ fn write_hello(cfg: &SessionConfig, mut b: session_open::Builder<'_>) {
     b.set_org_id(cfg.local.org_str());
     b.set_hold_time_secs(u16::try_from(cfg.hold_time.as_secs()).unwrap_or(u16::MAX));
     b.set_graceful_restart_secs(cfg.graceful_restart_secs);
-    let _ = b.init_capabilities(0);
+    b.init_capabilities(1)
+        .set(0, trellis_schemas::peering_capnp::Capability::TraceContext);
 }
 
 /// This node's `PeerSession`: what the peer calls.
@@ -234,11 +242,20 @@ impl peer_session::Server for Inbound {
             .get()
             .and_then(|p| p.get_batch())
             .map_err(|e| self.malformed("update", &e))?;
+        let trace = if crate::telemetry::exporting() && batch.has_trace_context() {
+            batch
+                .get_trace_context()
+                .ok()
+                .and_then(crate::telemetry::TraceParent::decode)
+        } else {
+            None
+        };
         let batch = codec::update::read_batch(batch).map_err(|e| self.bad_input(&e))?;
         self.forward(Event::Update {
             peer: self.peer.clone(),
             conn: self.conn,
             batch,
+            trace,
         })
         .await
     }
@@ -372,6 +389,13 @@ fn call(client: &peer_session::Client, seq: u64, item: Outgoing) -> Call {
             codec::update::write_batch(&batch, req.get().init_batch());
             Box::pin(async move { (seq, req.send().promise.await.map(|_| None)) })
         }
+        Outgoing::Traced(batch, trace) => {
+            let mut req = client.update_request();
+            let mut b = req.get().init_batch();
+            codec::update::write_batch(&batch, b.reborrow());
+            b.set_trace_context(&trace.encode());
+            Box::pin(async move { (seq, req.send().promise.await.map(|_| None)) })
+        }
         Outgoing::Message(Message::EndOfTable) => {
             let req = client.end_of_table_request();
             Box::pin(async move { (seq, req.send().promise.await.map(|_| None)) })
@@ -415,8 +439,36 @@ fn keepalive(client: &peer_session::Client, seq: u64) -> Call {
     })
 }
 
-/// Runs one session on `conn` to `peer` until it ends; reports to the routing loop.
+/// Runs one session on `conn` to `peer` until it ends; reports to the routing loop. The
+/// session is one span (`session`, open to close) whose `close.reason` says why it ended.
 pub async fn run(
+    conn: quinn::Connection,
+    peer: NodeId,
+    dialer: NodeId,
+    conn_id: ConnId,
+    cfg: Rc<SessionConfig>,
+    events: mpsc::Sender<Event>,
+) {
+    let span = tracing::info_span!(
+        "session",
+        peer = peer.as_str(),
+        conn = conn_id,
+        dialer = dialer.as_str(),
+        close.reason = tracing::field::Empty,
+        close.detail = tracing::field::Empty,
+    );
+    tracing::Instrument::instrument(run_session(conn, peer, dialer, conn_id, cfg, events), span)
+        .await;
+}
+
+/// Records why the session ended on its span.
+fn record_close(reason: &str, detail: &str) {
+    let span = tracing::Span::current();
+    span.record("close.reason", reason);
+    span.record("close.detail", detail);
+}
+
+async fn run_session(
     conn: quinn::Connection,
     peer: NodeId,
     dialer: NodeId,
@@ -438,13 +490,19 @@ pub async fn run(
             // A selection probe closes right after its handshake: routine, not news.
             let probe = matches!(&e, quinn::ConnectionError::ApplicationClosed(c) if c.reason.as_ref() == b"probe");
             if probe {
+                record_close("probe", "");
                 tracing::debug!(peer = peer.as_str(), "probed by a selection candidate");
             } else {
+                record_close("no session stream", &e.to_string());
                 tracing::info!(peer = peer.as_str(), error = %e, "no session stream");
             }
             return;
         }
         Err(_) => {
+            record_close(
+                reason_name(CloseReason::HoldTimerExpired),
+                "no session stream in time",
+            );
             close_conn(
                 &conn,
                 CloseReason::HoldTimerExpired,
@@ -477,6 +535,10 @@ pub async fn run(
         tracing::info!(
             peer = peer.as_str(),
             "connection lost the collision tie-break"
+        );
+        record_close(
+            reason_name(CloseReason::CollisionResolved),
+            "another connection to this peer wins",
         );
         close_conn(
             &conn,
@@ -567,6 +629,7 @@ pub async fn run(
     }
     // Closing the connection resets every data-plane stream still on it.
     close_conn(&conn, reason, &message);
+    record_close(reason_name(reason), &message);
     tracing::info!(peer = peer.as_str(), reason = reason_name(reason), detail = %message, "session closed");
     let _ = events
         .send(Event::Down {
@@ -707,7 +770,7 @@ async fn session_loop(
     };
     // Before the loop hears of it: once `peers list` says up, streams can use the link.
     if let Some(links) = &cfg.links {
-        links.up(peer, conn_id, conn.clone());
+        links.up(peer, conn_id, conn.clone(), hello.trace_context);
     }
     if events
         .send(Event::Up {
