@@ -312,6 +312,7 @@ fn header(service: &str, requester: &str, hops: u8) -> Vec<u8> {
         requester: rogue_peer::node(requester),
         hops,
         stream_id: 42,
+        trace: None,
     }
     .encode()
 }

@@ -53,6 +53,11 @@ pub struct Authority {
 impl Authority {
     /// `trellisd authority init` + `run` on 127.0.0.1 with an OS-chosen port.
     pub fn start(dir: PathBuf, org: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, org, extra, &[])
+    }
+
+    /// As [`Authority::start`], with extra environment variables for `authority run`.
+    pub fn start_with_env(dir: PathBuf, org: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let init = Command::new(bin("trellisd"))
             .args(["authority", "init", "--org", org, "--data-dir"])
             .arg(&dir)
@@ -68,6 +73,7 @@ impl Authority {
             .arg(&dir)
             .args(extra)
             .env("TRELLIS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -263,6 +269,7 @@ pub struct Node {
     pub port: u16,
     config: PathBuf,
     env: Vec<(String, String)>,
+    log: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -286,8 +293,14 @@ impl Node {
             id: format!("{org}/{name}"),
             port: free_port(),
             env: Vec::new(),
+            log: None,
             child: None,
         }
+    }
+
+    /// Writes the daemon's stderr (its log) to `path` from the next start on.
+    pub fn log_to(&mut self, path: PathBuf) {
+        self.log = Some(path);
     }
 
     /// Writes the config: static peers as `(node id, port)`, plus extra TOML.
@@ -321,7 +334,10 @@ impl Node {
             .env("TRELLIS_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log")),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("spawn trellisd node run");
         let stdout = child.stdout.take().expect("stdout");
