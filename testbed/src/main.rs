@@ -92,6 +92,10 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Start an OTLP receiver, have every daemon export traces, metrics and logs to
+        /// it, and print what arrived per node at the end.
+        #[arg(long)]
+        otlp: bool,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -467,6 +471,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             topology,
             seed,
             json,
+            otlp,
             net,
         } => {
             let report = scenario::run(&scenario::Options {
@@ -476,6 +481,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
                 seed,
                 dir: None,
                 net: net.options(),
+                otlp,
             })
             .map_err(msg)?;
             if json {

@@ -115,11 +115,19 @@ pub(super) fn status(shared: &Shared) -> Result<AuthorityStatus, super::store::S
         nodes_revoked,
         joins_pending,
         tokens_active,
-        counters: shared
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone(),
+        counters: {
+            let mut counters = shared
+                .counters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let failed = crate::telemetry::export_failures();
+            let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+            if failed > 0 {
+                counters.insert("telemetry_export_failures".into(), failed);
+            }
+            counters
+        },
     })
 }
 

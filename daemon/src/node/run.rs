@@ -198,6 +198,12 @@ pub async fn run(
     }
     view.add_counter("manifests_unverified_foreign_org", unverified);
     view.add_counter("store_commit_failures", store_failures);
+    if config.telemetry.enabled() {
+        view.add_counter(
+            "telemetry_export_failures",
+            crate::telemetry::export_failures(),
+        );
+    }
     let observed = view.clone();
     crate::telemetry::metrics::observe(move || {
         let peers: Vec<crate::admin::PeerInfo> = observed.read().peers.values().cloned().collect();

@@ -17,6 +17,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::{runtime, Resource};
 
+use super::health::{Health, Watched};
 use super::settings::{Protocol, Settings};
 
 /// Spans or log records held while the receiver is slow (per signal).
@@ -91,6 +92,7 @@ pub(super) fn build(settings: &Settings) -> Result<Pipelines, String> {
                 .build(),
         }
         .map_err(|e| fail("trace", &e))?;
+        let exporter = Watched::new(exporter, Health::new("traces", &url("traces")));
         let config = opentelemetry_sdk::trace::BatchConfigBuilder::default()
             .with_max_queue_size(QUEUE)
             .with_max_export_batch_size(BATCH)
@@ -128,6 +130,7 @@ pub(super) fn build(settings: &Settings) -> Result<Pipelines, String> {
                 .build(),
         }
         .map_err(|e| fail("metric", &e))?;
+        let exporter = Watched::new(exporter, Health::new("metrics", &url("metrics")));
         let reader =
             opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
                 exporter,
@@ -161,6 +164,7 @@ pub(super) fn build(settings: &Settings) -> Result<Pipelines, String> {
                 .build(),
         }
         .map_err(|e| fail("log", &e))?;
+        let exporter = Watched::new(exporter, Health::new("logs", &url("logs")));
         let config = opentelemetry_sdk::logs::BatchConfigBuilder::default()
             .with_max_queue_size(QUEUE)
             .with_max_export_batch_size(BATCH)

@@ -9,12 +9,14 @@
 //!
 //! - `settings`: `[telemetry]` and the `OTEL_*` variables (pure).
 //! - `export`: the OTLP exporters and their bounded queues.
+//! - `health`: export failures counted and logged (once, then every five minutes).
 //! - `logging`: text or JSON lines on stderr, JSON with trace ids.
 //! - `metrics`: metric names, units and attributes; the status counters read at each
 //!   export (one source of truth) and the few histograms recorded as things happen.
 //! - `trace_context`: the 25-byte trace context carried across hops.
 
 mod export;
+mod health;
 mod logging;
 pub mod metrics;
 mod settings;
@@ -27,6 +29,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer as _;
 
+pub use health::export_failures;
 pub use logging::LogFormat;
 pub use settings::{check_endpoint, parse_headers, Protocol, Settings, Signals};
 pub use trace_context::{exporting, TraceParent};
@@ -57,9 +60,16 @@ impl Drop for Telemetry {
 /// Targets whose events never become OTLP log records: the exporter's own stack (an
 /// export failure logged and exported would feed itself).
 fn exporter_internal(target: &str) -> bool {
-    ["opentelemetry", "hyper", "h2", "tonic", "tower"]
-        .iter()
-        .any(|p| target.starts_with(p))
+    [
+        "opentelemetry",
+        "hyper",
+        "h2",
+        "tonic",
+        "tower",
+        "trellis_daemon::telemetry",
+    ]
+    .iter()
+    .any(|p| target.starts_with(p))
 }
 
 /// Installs the log subscriber in `format` and, when `settings` has an endpoint, the OTLP

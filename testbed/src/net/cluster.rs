@@ -126,6 +126,8 @@ pub struct Cluster {
     pub hub: Arc<Mutex<Hub>>,
     relays: Vec<Relay>,
     detached: bool,
+    /// Where daemons export OTLP (`OTEL_EXPORTER_OTLP_ENDPOINT`), if anywhere.
+    otlp: Option<String>,
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<Stdio, String> {
@@ -200,6 +202,7 @@ impl Cluster {
             hub: Arc::new(Mutex::new(Hub::new())),
             relays: Vec::new(),
             detached,
+            otlp: None,
         };
         let t = &topo.topology;
         let mut orgs: Vec<String> = t.nodes.iter().map(|n| n.org_str().to_owned()).collect();
@@ -604,10 +607,20 @@ impl Cluster {
         self.hub.lock().ok()?.get(a, b)
     }
 
+    /// Daemons started from now on export traces, metrics and logs to `endpoint` (an
+    /// OTLP/gRPC receiver), metrics every `interval_ms`.
+    pub fn export_to(&mut self, endpoint: &str, interval_ms: u64) {
+        self.otlp = Some(format!("{endpoint} {interval_ms}"));
+    }
+
     /// A command running the daemon sub-command of this binary.
     fn trellisd(&self) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("trellisd");
+        if let Some((endpoint, interval)) = self.otlp.as_deref().and_then(|o| o.split_once(' ')) {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+                .env("OTEL_METRIC_EXPORT_INTERVAL", interval);
+        }
         if self.detached {
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         }

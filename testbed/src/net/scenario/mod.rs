@@ -6,6 +6,7 @@
 mod degrade;
 mod faults;
 mod selection;
+mod telemetry;
 mod watch;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use crate::topology_file::resolve;
 use watch::{Run, Watch};
 
 /// Every scenario, by name.
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "converge",
     "kill-node",
     "restart-node",
@@ -31,6 +32,7 @@ pub const SCENARIOS: [&str; 11] = [
     "restart-storm",
     "degrade-link",
     "peer-selection",
+    "telemetry-outage",
 ];
 
 /// How to run a scenario.
@@ -48,6 +50,9 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Timers and ports.
     pub net: NetOptions,
+    /// Start an OTLP receiver, have every daemon export to it, and report a summary per
+    /// node (always on for `telemetry-outage`).
+    pub otlp: bool,
 }
 
 /// What the link emulator did on one link (both directions).
@@ -149,6 +154,9 @@ pub struct Report {
     pub term_exit_ms_max: u64,
     /// Invariants checked.
     pub invariants: Vec<Invariant>,
+    /// What the OTLP receiver got from each daemon (`--otlp`, `telemetry-outage`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub telemetry: Vec<trellis_otlp_receiver::Summary>,
     /// All held.
     pub ok: bool,
 }
@@ -201,12 +209,14 @@ fn run_in(
             bootstrap: selection::BOOTSTRAP,
             ..opts.net
         };
-        let cluster = Cluster::create(dir, topo, net, opts.seed, false)?;
+        let mut cluster = Cluster::create(dir, topo, net, opts.seed, false)?;
+        let collector = collector_for(opts, &mut cluster)?;
         let mut run = Run::new(cluster, topo);
         let took = selection::select(&mut run)?;
-        return Ok(finish(opts, run, took));
+        return Ok(finish(opts, run, took, collector));
     }
-    let cluster = Cluster::create(dir, topo, opts.net, opts.seed, false)?;
+    let mut cluster = Cluster::create(dir, topo, opts.net, opts.seed, false)?;
+    let mut collector = collector_for(opts, &mut cluster)?;
     let mut run = Run::new(cluster, topo);
     run.cluster.start_emulator(opts.seed)?;
     let n = run.cluster.state.nodes.len();
@@ -247,14 +257,37 @@ fn run_in(
         format!("{:?}", w.persistent),
     );
     if converged.is_some() {
-        faults::fault(&mut run, &opts.name, n / 2)?;
+        match collector.as_mut() {
+            Some(c) if opts.name == "telemetry-outage" => {
+                telemetry::outage(&mut run, c, (&expected, &absent))?;
+            }
+            _ => faults::fault(&mut run, &opts.name, n / 2)?,
+        }
     }
-    Ok(finish(opts, run, converged))
+    Ok(finish(opts, run, converged, collector))
+}
+
+/// The receiver the daemons of `cluster` export to, if the scenario asks for one.
+fn collector_for(
+    opts: &Options,
+    cluster: &mut Cluster,
+) -> Result<Option<telemetry::Collector>, String> {
+    if !opts.otlp && opts.name != "telemetry-outage" {
+        return Ok(None);
+    }
+    let collector = telemetry::Collector::start()?;
+    cluster.export_to(&collector.endpoint(), telemetry::INTERVAL_MS);
+    Ok(Some(collector))
 }
 
 /// Stops the network and reports; `converged` is when the scenario's first expected
 /// state was reached.
-fn finish(opts: &Options, mut run: Run, converged: Option<Duration>) -> Report {
+fn finish(
+    opts: &Options,
+    mut run: Run,
+    converged: Option<Duration>,
+    collector: Option<telemetry::Collector>,
+) -> Report {
     let n = run.cluster.state.nodes.len();
     let converge_ms = ms(converged).unwrap_or(0);
     run.record_counters();
@@ -330,6 +363,8 @@ fn finish(opts: &Options, mut run: Run, converged: Option<Duration>) -> Report {
         sigkilled: hung,
         term_exit_ms_max: ms(Some(stopped.slowest)).unwrap_or(0),
         invariants: run.invariants,
+        // Read after the daemons stopped: their last export (on SIGTERM) is in.
+        telemetry: collector.map(|c| c.summaries()).unwrap_or_default(),
         ok,
     }
 }
@@ -398,6 +433,10 @@ pub fn summary(r: &Report) -> String {
                 format!(": {}", i.detail)
             }
         ));
+    }
+    if !r.telemetry.is_empty() {
+        out.push_str("telemetry received per node:\n");
+        out.push_str(&trellis_otlp_receiver::render_text(&r.telemetry));
     }
     out.push_str(if r.ok {
         "all invariants held\n"
