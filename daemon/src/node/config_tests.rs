@@ -523,3 +523,81 @@ fn a_static_peer_may_start_from_a_lower_trust() {
     let bad = parse(&text.replace("60", "101")).unwrap_err().to_string();
     assert!(bad.contains("trust must be in 0..=100"), "{bad}");
 }
+
+#[test]
+fn telemetry_is_off_without_an_endpoint_and_read_from_its_section() {
+    let off = parse("listen = \"127.0.0.1:7201\"\n").unwrap();
+    assert!(!off.telemetry.enabled());
+    let on = parse(
+        "listen = \"127.0.0.1:7201\"\n[telemetry]\nendpoint = \"http://127.0.0.1:4318\"\n\
+         protocol = \"http/protobuf\"\nheaders = { \"API-Key\" = \"k\" }\n\
+         export_interval = \"250ms\"\nlogs = false\n",
+    )
+    .unwrap();
+    let t = &on.telemetry;
+    assert!(t.enabled());
+    assert_eq!(t.protocol, crate::telemetry::Protocol::HttpProtobuf);
+    assert_eq!(t.headers.get("api-key").map(String::as_str), Some("k"));
+    assert_eq!(t.interval, Duration::from_millis(250));
+    assert!(t.signals.traces && t.signals.metrics && !t.signals.logs);
+}
+
+#[test]
+fn bad_telemetry_keys_are_refused_at_their_line() {
+    for (text, line, needle) in [
+        (
+            "[telemetry]\nendpoint = \"127.0.0.1:4317\"\n",
+            3,
+            "http://HOST:PORT",
+        ),
+        (
+            "[telemetry]\nprotocol = \"http/json\"\n",
+            3,
+            "not supported",
+        ),
+        ("[telemetry]\nexport_interval = \"0s\"\n", 3, "above 0"),
+        (
+            "[telemetry]\nheaders = { \"bad key\" = \"v\" }\n",
+            3,
+            "header",
+        ),
+        ("[telemetry]\nendpiont = \"http://x:1\"\n", 3, "endpiont"),
+    ] {
+        let (at, msg) = refusal(parse(&format!("listen = \"127.0.0.1:7201\"\n{text}")));
+        assert_eq!(at, line, "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+    }
+}
+
+#[test]
+fn otel_variables_override_the_telemetry_section() {
+    let mut c =
+        parse("listen = \"127.0.0.1:7201\"\n[telemetry]\nendpoint = \"http://127.0.0.1:1\"\n")
+            .unwrap();
+    let env: HashMap<&str, &str> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ]
+    .into_iter()
+    .collect();
+    c.apply_env(|k| env.get(k).map(|v| (*v).to_owned()))
+        .unwrap();
+    assert_eq!(
+        c.telemetry.endpoint.as_deref(),
+        Some("http://127.0.0.1:4317")
+    );
+    assert!(!c.telemetry.signals.traces);
+    let bad: HashMap<&str, &str> = [("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")]
+        .into_iter()
+        .collect();
+    let err = c
+        .apply_env(|k| bad.get(k).map(|v| (*v).to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{err}");
+    assert_eq!(
+        c.telemetry.endpoint.as_deref(),
+        Some("http://127.0.0.1:4317"),
+        "unchanged"
+    );
+}
