@@ -19,47 +19,12 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::{free_port, org_with, peering, peering_with, wait_for, Node, Scratch};
-
-/// An echo server on 127.0.0.1: every connection gets its bytes back, then a FIN after
-/// the client's FIN.
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if conn.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = conn.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    port
-}
-
-/// A TCP port on 127.0.0.1 that is free now (from the tests' UDP range, checked for TCP).
-fn free_tcp_port() -> u16 {
-    loop {
-        let port = free_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+use common::{
+    echo_server, free_tcp_port, org_with, peering, peering_with, wait_for, Node, Scratch,
+};
 
 /// Deterministic, non-repeating-looking bytes.
 fn payload(len: usize, seed: u64) -> Vec<u8> {

@@ -20,10 +20,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::{free_port, wait_for, Authority, Node, Scratch};
+use common::{echo_server, free_tcp_port, wait_for, Authority, Node, Scratch};
 use trellis_otlp_receiver::{MetricPoint, Received, Receiver, SpanRecord, Value};
 
 /// Bounds a hang; every wait ends on the event it waits for.
@@ -35,36 +35,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-/// An echo server on 127.0.0.1 (one thread per connection).
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = conn.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    port
-}
-
-fn free_tcp_port() -> u16 {
-    loop {
-        let port = free_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 fn attr<'a>(span: &'a SpanRecord, key: &str) -> Option<&'a str> {

@@ -486,3 +486,41 @@ pub fn peering_with(node: &Node, partner_ca: &Authority, partners: &[&Node], rol
     }
     std::fs::write(dir.join(format!("{org}.toml")), text).expect("write the peering file");
 }
+
+/// An echo server on 127.0.0.1: every connection gets its bytes back, then a FIN after
+/// the client's FIN.
+pub fn echo_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A TCP port on 127.0.0.1 that is free now (from the tests' UDP range, checked for TCP).
+pub fn free_tcp_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

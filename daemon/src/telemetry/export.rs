@@ -62,6 +62,38 @@ fn headers(settings: &Settings) -> HashMap<String, String> {
     settings.headers.clone().into_iter().collect()
 }
 
+/// One signal's OTLP exporter over the configured transport, watched by [`Health`]. A
+/// macro, not a function: each signal's builder is its own type with the same methods.
+macro_rules! exporter {
+    ($builder:expr, $settings:expr, $signal:literal) => {{
+        let settings: &Settings = $settings;
+        let url = settings.signal_url($signal).unwrap_or_default();
+        let built = match settings.protocol {
+            Protocol::Grpc => $builder
+                .with_tonic()
+                .with_endpoint(url.clone())
+                .with_timeout(settings.timeout)
+                .with_metadata(metadata(settings))
+                .build(),
+            Protocol::HttpProtobuf => $builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(url.clone())
+                .with_timeout(settings.timeout)
+                .with_headers(headers(settings))
+                .build(),
+        };
+        built
+            .map(|e| Watched::new(e, Health::new($signal, &url)))
+            .map_err(|e| {
+                format!(
+                    "telemetry: cannot set up the OTLP {} exporter: {e}",
+                    $signal
+                )
+            })
+    }};
+}
+
 /// Builds the pipelines `settings` asks for. Must run inside the tokio runtime (the batch
 /// queues and the metric reader are tasks on it).
 pub(super) fn build(settings: &Settings) -> Result<Pipelines, String> {
@@ -70,29 +102,12 @@ pub(super) fn build(settings: &Settings) -> Result<Pipelines, String> {
         return Ok(out);
     }
     let res = resource(settings);
-    let fail = |signal: &str, e: &dyn std::fmt::Display| {
-        format!("telemetry: cannot set up the OTLP {signal} exporter: {e}")
-    };
-    let url = |signal: &str| settings.signal_url(signal).unwrap_or_default();
     if settings.signals.traces {
-        let b = opentelemetry_otlp::SpanExporter::builder();
-        let exporter = match settings.protocol {
-            Protocol::Grpc => b
-                .with_tonic()
-                .with_endpoint(url("traces"))
-                .with_timeout(settings.timeout)
-                .with_metadata(metadata(settings))
-                .build(),
-            Protocol::HttpProtobuf => b
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(url("traces"))
-                .with_timeout(settings.timeout)
-                .with_headers(headers(settings))
-                .build(),
-        }
-        .map_err(|e| fail("trace", &e))?;
-        let exporter = Watched::new(exporter, Health::new("traces", &url("traces")));
+        let exporter = exporter!(
+            opentelemetry_otlp::SpanExporter::builder(),
+            settings,
+            "traces"
+        )?;
         let config = opentelemetry_sdk::trace::BatchConfigBuilder::default()
             .with_max_queue_size(QUEUE)
             .with_max_export_batch_size(BATCH)
@@ -113,24 +128,11 @@ pub(super) fn build(settings: &Settings) -> Result<Pipelines, String> {
         );
     }
     if settings.signals.metrics {
-        let b = opentelemetry_otlp::MetricExporter::builder();
-        let exporter = match settings.protocol {
-            Protocol::Grpc => b
-                .with_tonic()
-                .with_endpoint(url("metrics"))
-                .with_timeout(settings.timeout)
-                .with_metadata(metadata(settings))
-                .build(),
-            Protocol::HttpProtobuf => b
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(url("metrics"))
-                .with_timeout(settings.timeout)
-                .with_headers(headers(settings))
-                .build(),
-        }
-        .map_err(|e| fail("metric", &e))?;
-        let exporter = Watched::new(exporter, Health::new("metrics", &url("metrics")));
+        let exporter = exporter!(
+            opentelemetry_otlp::MetricExporter::builder(),
+            settings,
+            "metrics"
+        )?;
         let reader =
             opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
                 exporter,
@@ -147,24 +149,7 @@ pub(super) fn build(settings: &Settings) -> Result<Pipelines, String> {
         );
     }
     if settings.signals.logs {
-        let b = opentelemetry_otlp::LogExporter::builder();
-        let exporter = match settings.protocol {
-            Protocol::Grpc => b
-                .with_tonic()
-                .with_endpoint(url("logs"))
-                .with_timeout(settings.timeout)
-                .with_metadata(metadata(settings))
-                .build(),
-            Protocol::HttpProtobuf => b
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(url("logs"))
-                .with_timeout(settings.timeout)
-                .with_headers(headers(settings))
-                .build(),
-        }
-        .map_err(|e| fail("log", &e))?;
-        let exporter = Watched::new(exporter, Health::new("logs", &url("logs")));
+        let exporter = exporter!(opentelemetry_otlp::LogExporter::builder(), settings, "logs")?;
         let config = opentelemetry_sdk::logs::BatchConfigBuilder::default()
             .with_max_queue_size(QUEUE)
             .with_max_export_batch_size(BATCH)
