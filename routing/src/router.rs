@@ -175,6 +175,17 @@ pub enum Input {
         /// The service.
         service: ServiceName,
     },
+    /// Start originating many services at once: one manifest version, one attribute set
+    /// per protocol, one pass over the export queues (a bulk load).
+    OriginateMany {
+        /// The services with their protocols.
+        routes: Vec<(ServiceName, ProtocolHint)>,
+    },
+    /// Stop originating many services at once (one manifest version).
+    StopOriginatingMany {
+        /// The services.
+        services: Vec<ServiceName>,
+    },
     /// Re-sign this node's manifest under a new version (its signing certificate was
     /// renewed) and send it to every peer that holds an older one.
     RefreshManifest,
@@ -404,8 +415,12 @@ impl Router {
             Input::EndOfTable { peer } => self.on_end_of_table(now, &peer),
             Input::Manifest { from, manifest } => self.on_manifest(now, from, manifest),
             Input::LinkCost { peer, cost } => self.on_link_cost(now, &peer, cost),
-            Input::Originate { service, protocol } => self.on_originate(now, service, protocol),
-            Input::StopOriginating { service } => self.on_stop_originating(now, service),
+            Input::Originate { service, protocol } => {
+                self.on_originate(now, vec![(service, protocol)]);
+            }
+            Input::StopOriginating { service } => self.on_stop_originating(now, vec![service]),
+            Input::OriginateMany { routes } => self.on_originate(now, routes),
+            Input::StopOriginatingMany { services } => self.on_stop_originating(now, services),
             Input::RefreshManifest => {
                 if !self.originated.is_empty() {
                     self.publish_manifest();
@@ -695,36 +710,65 @@ impl Router {
         self.apply_changes(now, changes);
     }
 
-    fn on_originate(&mut self, now: Instant, service: ServiceName, protocol: ProtocolHint) {
-        if self.originated.get(&service) == Some(&protocol) {
+    fn on_originate(&mut self, now: Instant, routes: Vec<(ServiceName, ProtocolHint)>) {
+        let routes: Vec<(ServiceName, ProtocolHint)> = routes
+            .into_iter()
+            .filter(|(service, protocol)| self.originated.get(service) != Some(protocol))
+            .collect();
+        if routes.is_empty() {
             return;
         }
-        self.originated.insert(service.clone(), protocol);
+        for (service, protocol) in &routes {
+            self.originated.insert(service.clone(), *protocol);
+        }
         self.publish_manifest();
-        let attrs = Arc::new(Attrs::originated(
-            self.cfg.local.clone(),
-            self.own_version,
-            protocol,
-        ));
-        let entry = PathEntry {
-            attrs,
-            since_ms: self.ms(now),
-            peer: LOCAL,
-            local_pref: u32::MAX,
-            flags: VALID,
-        };
-        let (change, _) = self.table.upsert(&ranker!(self), &service, None, entry);
-        self.apply_changes(now, vec![(service, change)]);
+        // One attribute set per protocol, shared by every service of the load.
+        let mut shared: Vec<(ProtocolHint, Arc<Attrs>)> = Vec::new();
+        let since_ms = self.ms(now);
+        let mut changes = Vec::with_capacity(routes.len());
+        for (service, protocol) in routes {
+            let attrs = match shared.iter().find(|(p, _)| *p == protocol) {
+                Some((_, a)) => a.clone(),
+                None => {
+                    let a = Arc::new(Attrs::originated(
+                        self.cfg.local.clone(),
+                        self.own_version,
+                        protocol,
+                    ));
+                    shared.push((protocol, a.clone()));
+                    a
+                }
+            };
+            let entry = PathEntry {
+                attrs,
+                since_ms,
+                peer: LOCAL,
+                local_pref: u32::MAX,
+                flags: VALID,
+            };
+            let (change, _) = self.table.upsert(&ranker!(self), &service, None, entry);
+            changes.push((service, change));
+        }
+        self.apply_changes(now, changes);
     }
 
-    fn on_stop_originating(&mut self, now: Instant, service: ServiceName) {
-        if self.originated.remove(&service).is_none() {
+    fn on_stop_originating(&mut self, now: Instant, services: Vec<ServiceName>) {
+        let services: Vec<ServiceName> = services
+            .into_iter()
+            .filter(|s| self.originated.remove(s).is_some())
+            .collect();
+        if services.is_empty() {
             return;
         }
         self.publish_manifest();
-        if let Some(change) = self.table.remove(&service, LOCAL) {
-            self.apply_changes(now, vec![(service, change)]);
-        }
+        let changes: Vec<(ServiceName, Change)> = services
+            .into_iter()
+            .filter_map(|service| {
+                let change = self.table.remove(&service, LOCAL)?;
+                Some((service, change))
+            })
+            .collect();
+        self.apply_changes(now, changes);
     }
 
     /// Signs and installs a new version of this node's manifest.

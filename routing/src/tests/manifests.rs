@@ -77,3 +77,59 @@ fn a_newer_manifest_is_forwarded_to_peers_that_hold_the_older_one_but_not_back()
     });
     assert!(manifests_to(&h.take(), "acme/c").is_empty());
 }
+
+#[test]
+fn a_bulk_origination_signs_one_manifest_and_shares_one_attribute_set() {
+    let mut h = H::new("acme/a");
+    h.peer("acme/b", Relationship::Internal);
+    h.take();
+    let routes: Vec<(ServiceName, crate::route::ProtocolHint)> = (0..5_000)
+        .map(|i| (svc(&format!("s{i}.acme")), crate::route::ProtocolHint::Tcp))
+        .collect();
+    h.input(Input::OriginateMany {
+        routes: routes.clone(),
+    });
+    let out = h.take();
+    assert_eq!(
+        manifests_to(&out, "acme/b"),
+        vec![1],
+        "one manifest version"
+    );
+    let announced: Vec<(String, Arc<Attrs>)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                peer,
+                message: Message::Update(b),
+            } if peer.as_str() == "acme/b" => Some(b),
+            _ => None,
+        })
+        .flat_map(|b| {
+            b.announce
+                .iter()
+                .map(|(s, i)| (s.as_str().to_owned(), b.attrs[*i as usize].clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(announced.len(), 5_000);
+    assert!(
+        announced.windows(2).all(|w| w[0].1 == w[1].1),
+        "one attribute set"
+    );
+    assert_eq!(
+        h.r.manifest(&n("acme/a"))
+            .map(|m| m.manifest.services.len()),
+        Some(5_000)
+    );
+    // Again: nothing changes, nothing is signed.
+    h.input(Input::OriginateMany { routes });
+    assert!(h.take().is_empty());
+    // A bulk withdrawal: one more version, every route withdrawn.
+    let gone: Vec<ServiceName> = (0..2_500).map(|i| svc(&format!("s{i}.acme"))).collect();
+    h.input(Input::StopOriginatingMany { services: gone });
+    let own = h.r.manifest(&n("acme/a")).map(|m| m.manifest.clone());
+    assert_eq!(own.as_ref().map(|m| m.version), Some(2), "one more version");
+    assert_eq!(own.map(|m| m.services.len()), Some(2_500));
+    assert_eq!(h.best_hop("s0.acme"), None);
+    assert_eq!(h.best_hop("s4999.acme").as_deref(), Some("local"));
+}
