@@ -173,6 +173,39 @@ impl Policies {
         verdict
     }
 
+    /// Whether every decision of `act` on a `Route` is the same whatever the route: each
+    /// policy that can apply to `act` and a route has an open or `is Route` resource
+    /// scope and no `when`/`unless` condition. Then one decision serves a bulk load of
+    /// any size; otherwise each route is asked. Conservative: an action group (`in`)
+    /// counts as applying, and any condition as depending on the route.
+    pub fn uniform_over_routes(&self, act: Act) -> bool {
+        use cedar_policy::{ActionConstraint, ResourceConstraint};
+        let action = format!("Action::\"{}\"", act.name());
+        self.set.policies().all(|p| {
+            let applies = match p.action_constraint() {
+                ActionConstraint::Any | ActionConstraint::In(_) => true,
+                ActionConstraint::Eq(a) => a.to_string() == action,
+            };
+            if !applies {
+                return true;
+            }
+            let on_routes = match p.resource_constraint() {
+                ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => {
+                    t.to_string() == "Route"
+                }
+                _ => true,
+            };
+            if !on_routes {
+                return true;
+            }
+            let open_scope = matches!(
+                p.resource_constraint(),
+                ResourceConstraint::Any | ResourceConstraint::Is(_)
+            );
+            open_scope && !p.has_non_scope_constraint()
+        })
+    }
+
     /// Decides without the cache (what `policy check` explains).
     pub fn evaluate(&self, subject: &Subject, act: Act, resource: &Resource) -> Verdict {
         let built = request::build(subject, act, resource, &self.schema);

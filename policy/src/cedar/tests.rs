@@ -228,3 +228,30 @@ when { resource.communities.contains("internal") };
         &attrs(1, &["internal"])
     ));
 }
+
+#[test]
+fn a_decision_is_uniform_over_routes_only_when_no_policy_looks_at_the_route() {
+    let defaults = Policies::defaults(OWN_ORG_CONNECTS).expect("defaults");
+    assert!(defaults.uniform_over_routes(Act::OriginateRoute));
+    let named = r#"
+permit (principal, action, resource);
+@id("no-internal")
+forbid (principal, action == Action::"originate_route", resource is Route)
+when { resource.service like "*.internal.acme" };
+"#;
+    let p = Policies::load(named, "p.cedar").expect("valid");
+    assert!(!p.uniform_over_routes(Act::OriginateRoute));
+    assert!(
+        p.uniform_over_routes(Act::ConnectPeer),
+        "the condition is on another action"
+    );
+    let daemon_only = r#"
+permit (principal, action == Action::"originate_route", resource);
+permit (principal is Operator, action, resource is Daemon) when { principal.role == "local" };
+"#;
+    let p = Policies::load(daemon_only, "p.cedar").expect("valid");
+    assert!(
+        p.uniform_over_routes(Act::OriginateRoute),
+        "a Daemon policy never applies to routes"
+    );
+}
