@@ -6,6 +6,7 @@
 //! authority is not reachable; 4 timed out; 5 security check failed; 6 local failure.
 
 mod authority;
+mod bulk;
 mod connect;
 mod local;
 mod names;

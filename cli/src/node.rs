@@ -59,21 +59,30 @@ pub enum Routes {
         /// Service name.
         service: String,
     },
-    /// Originate a service from this node.
+    /// Originate a service from this node, or every route of a file as one change.
     Advertise {
         /// Service name, e.g. books.acme.
-        service: String,
+        #[arg(required_unless_present = "file")]
+        service: Option<String>,
         /// Where it listens, HOST:PORT.
-        #[arg(long)]
-        endpoint: String,
+        #[arg(long, required_unless_present = "file")]
+        endpoint: Option<String>,
         /// What it speaks.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
+        /// A route file: one `SERVICE ENDPOINT [PROTOCOL]` or JSON object per line. All
+        /// or nothing; the answer comes once the load is committed.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["service", "endpoint"])]
+        file: Option<std::path::PathBuf>,
     },
-    /// Stop originating a service.
+    /// Stop originating a service, or every service of a file as one change.
     Withdraw {
         /// Service name.
-        service: String,
+        #[arg(required_unless_present = "file")]
+        service: Option<String>,
+        /// A file of services, one per line (an advertise file works as it is).
+        #[arg(long, value_name = "FILE", conflicts_with = "service")]
+        file: Option<std::path::PathBuf>,
     },
 }
 
@@ -314,10 +323,40 @@ pub fn routes(ctx: &Context, cmd: Routes) -> Result<(), Failure> {
             });
         }
         Routes::Advertise {
+            file: Some(file), ..
+        } => {
+            let routes = crate::bulk::advertise_file(&file).map_err(|e| Failure::new(2, e))?;
+            let done: trellis_daemon::admin::BulkResult =
+                call(ctx, &Request::RoutesAdvertiseBulk { routes })?;
+            ctx.print(&done, |d| {
+                format!(
+                    "advertised {} services ({} new or changed), committed\n",
+                    d.requested, d.changed
+                )
+            });
+        }
+        Routes::Withdraw {
+            file: Some(file), ..
+        } => {
+            let services = crate::bulk::withdraw_file(&file).map_err(|e| Failure::new(2, e))?;
+            let done: trellis_daemon::admin::BulkResult =
+                call(ctx, &Request::RoutesWithdrawBulk { services })?;
+            ctx.print(&done, |d| {
+                format!("withdrew {} services, committed\n", d.changed)
+            });
+        }
+        Routes::Advertise {
             service,
             endpoint,
             protocol,
+            file: None,
         } => {
+            let (Some(service), Some(endpoint)) = (service, endpoint) else {
+                return Err(Failure::new(
+                    2,
+                    "advertise SERVICE --endpoint HOST:PORT, or --file FILE",
+                ));
+            };
             let protocol = match protocol {
                 Protocol::Tcp => "tcp",
                 Protocol::Http => "http",
@@ -333,7 +372,13 @@ pub fn routes(ctx: &Context, cmd: Routes) -> Result<(), Failure> {
             )?;
             ctx.print(&route, |r| routes_table(std::slice::from_ref(r)));
         }
-        Routes::Withdraw { service } => {
+        Routes::Withdraw {
+            service,
+            file: None,
+        } => {
+            let Some(service) = service else {
+                return Err(Failure::new(2, "withdraw SERVICE, or --file FILE"));
+            };
             let done: serde_json::Value = call(
                 ctx,
                 &Request::RoutesWithdraw {

@@ -26,6 +26,8 @@ pub fn act(request: &Request) -> Act {
         | Request::NamesList => Act::ViewRoutes,
         Request::RoutesAdvertise { .. }
         | Request::RoutesWithdraw { .. }
+        | Request::RoutesAdvertiseBulk { .. }
+        | Request::RoutesWithdrawBulk { .. }
         | Request::ConnectAdd { .. }
         | Request::ConnectRemove { .. } => Act::ManageRoutes,
         Request::TokensCreate { .. }

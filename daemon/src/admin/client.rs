@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{ApiError, Request, Response, MAX_LINE_BYTES};
+use super::{ApiError, Request, Response, MAX_LOCAL_REQUEST_BYTES};
 
 /// Why a call failed before the daemon could answer.
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +34,14 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, ClientE
     })?;
     let protocol = |e: std::io::Error| ClientError::Protocol(e.to_string());
     stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
+        // Bounds a hang only: a bulk load of a million routes answers once committed.
+        .set_read_timeout(Some(Duration::from_secs(120)))
         .map_err(protocol)?;
     let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
     (&stream).write_all(&line).map_err(protocol)?;
-    let mut reader = BufReader::new(&stream).take(MAX_LINE_BYTES as u64);
+    // A daemon's own answers: `routes list` of a large table is tens of MiB.
+    let mut reader = BufReader::new(&stream).take(MAX_LOCAL_REQUEST_BYTES as u64);
     let mut answer = String::new();
     reader.read_line(&mut answer).map_err(protocol)?;
     if answer.is_empty() {

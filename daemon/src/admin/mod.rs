@@ -21,6 +21,11 @@ use serde::{Deserialize, Serialize};
 /// Longest request or response line, bytes.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Longest request line on the local admin socket: a bulk load of a million routes
+/// (`routes advertise --file`) is about 60 MiB of JSON. The socket is the local
+/// operator's (mode 0600); remote admin keeps its own, much smaller limit.
+pub const MAX_LOCAL_REQUEST_BYTES: usize = 128 * 1024 * 1024;
+
 /// A request to the authority's admin API.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -119,6 +124,16 @@ pub enum Request {
         endpoint: String,
         /// `tcp`, `http` or `grpc`.
         protocol: String,
+    },
+    /// Node: originate many services as one committed change (all or nothing).
+    RoutesAdvertiseBulk {
+        /// The routes.
+        routes: Vec<BulkRoute>,
+    },
+    /// Node: stop originating many services as one committed change (all or nothing).
+    RoutesWithdrawBulk {
+        /// Service names.
+        services: Vec<String>,
     },
     /// Node: stop originating a service.
     RoutesWithdraw {

@@ -5,6 +5,31 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// One route of a bulk load.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BulkRoute {
+    /// Service name.
+    pub service: String,
+    /// Where the service listens, IP:PORT.
+    pub endpoint: String,
+    /// `tcp`, `http` or `grpc` (default `tcp`).
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// Answer to a bulk load or withdrawal, once committed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BulkResult {
+    /// Routes in the request.
+    pub requested: usize,
+    /// Routes that were new or changed (withdrawn, for a withdrawal).
+    pub changed: usize,
+}
+
 /// Answer to `tokens create`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenCreated {

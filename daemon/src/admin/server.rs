@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{ApiError, ErrorKind, Request, Response, MAX_LINE_BYTES};
+use super::{ApiError, ErrorKind, Request, Response, MAX_LOCAL_REQUEST_BYTES};
 
 /// Most concurrent admin connections.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -66,9 +66,9 @@ where
     F: Future<Output = Result<serde_json::Value, ApiError>>,
 {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(MAX_LINE_BYTES as u64 * 64)).lines();
+    let mut lines = BufReader::new(read.take(MAX_LOCAL_REQUEST_BYTES as u64 * 2)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let response = if line.len() > MAX_LINE_BYTES {
+        let response = if line.len() > MAX_LOCAL_REQUEST_BYTES {
             Response::Error(ApiError::new(
                 ErrorKind::BadRequest,
                 "request line too long",

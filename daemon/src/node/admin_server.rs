@@ -139,6 +139,15 @@ async fn ask<T>(
     commands: &mpsc::Sender<Command>,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, ApiError> {
+    ask_within(commands, LOOP_TIMEOUT, make).await
+}
+
+/// As [`ask`], waiting up to `answer` for the reply (bulk loads answer once committed).
+async fn ask_within<T>(
+    commands: &mpsc::Sender<Command>,
+    answer: std::time::Duration,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     let busy = || {
         ApiError::new(
@@ -150,7 +159,7 @@ async fn ask<T>(
         .await
         .map_err(|_| busy())?
         .map_err(|_| ApiError::new(ErrorKind::Internal, "the node is shutting down"))?;
-    tokio::time::timeout(LOOP_TIMEOUT, rx)
+    tokio::time::timeout(answer, rx)
         .await
         .map_err(|_| busy())?
         .map_err(|_| ApiError::new(ErrorKind::Internal, "the node is shutting down"))
@@ -179,6 +188,44 @@ fn audit_event(e: super::route_store::StoredEvent) -> AuditEvent {
 
 fn node_id(text: &str) -> Result<NodeId, ApiError> {
     NodeId::new(text).map_err(|e| bad(format!("node id {text:?}: {e}")))
+}
+
+/// How long a bulk change may take to answer: the loop's own wait, plus 100 µs a route
+/// for the checks (Cedar, name ownership) and the commit. Bounds a hang only.
+fn bulk_wait(routes: usize) -> std::time::Duration {
+    LOOP_TIMEOUT + std::time::Duration::from_micros(100 * routes as u64)
+}
+
+/// Checks every route of a bulk load (the first bad one refuses the load, by its place
+/// in the request); a service listed twice keeps its last entry.
+fn bulk_routes(
+    routes: Vec<crate::admin::BulkRoute>,
+) -> Result<Vec<(ServiceName, trellis_routing::ProtocolHint, String)>, ApiError> {
+    let mut out = Vec::with_capacity(routes.len());
+    let mut index = std::collections::HashMap::with_capacity(routes.len());
+    for (i, r) in routes.into_iter().enumerate() {
+        let at = |why: String| bad(format!("route {} ({}): {why}", i + 1, r.service));
+        let service = service(&r.service).map_err(|e| at(e.message))?;
+        if service.as_str().starts_with("*.") {
+            return Err(at("advertise a concrete service, not an aggregate".into()));
+        }
+        r.endpoint
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| at(format!("endpoint {:?} is not IP:PORT", r.endpoint)))?;
+        let protocol = parse_protocol(&r.protocol)
+            .ok_or_else(|| at(format!("protocol {:?}: tcp, http or grpc", r.protocol)))?;
+        match index.get(&service) {
+            Some(&k) => out[k] = (service, protocol, r.endpoint),
+            None => {
+                index.insert(service.clone(), out.len());
+                out.push((service, protocol, r.endpoint));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("no routes in the load"));
+    }
+    Ok(out)
 }
 
 fn service(text: &str) -> Result<ServiceName, ApiError> {
@@ -243,6 +290,36 @@ async fn dispatch(
                     service,
                     protocol,
                     endpoint,
+                    reply,
+                })
+                .await??,
+            )
+        }
+        Request::RoutesAdvertiseBulk { routes } => {
+            let routes = bulk_routes(routes)?;
+            let wait = bulk_wait(routes.len());
+            json(
+                &ask_within(commands, wait, |reply| Command::AdvertiseMany {
+                    routes,
+                    reply,
+                })
+                .await??,
+            )
+        }
+        Request::RoutesWithdrawBulk { services } => {
+            let mut names = Vec::with_capacity(services.len());
+            let mut seen = std::collections::HashSet::with_capacity(services.len());
+            for (i, name) in services.iter().enumerate() {
+                let service =
+                    service(name).map_err(|e| bad(format!("service {}: {}", i + 1, e.message)))?;
+                if seen.insert(service.clone()) {
+                    names.push(service);
+                }
+            }
+            let wait = bulk_wait(names.len());
+            json(
+                &ask_within(commands, wait, |reply| Command::WithdrawMany {
+                    services: names,
                     reply,
                 })
                 .await??,

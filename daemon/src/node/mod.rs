@@ -11,6 +11,7 @@ use trellis_policy::snapshot::{self, SnapshotError};
 use trellis_policy::TrustSnapshot;
 
 pub mod admin_server;
+mod bulk;
 pub mod config;
 mod connections;
 mod fib;

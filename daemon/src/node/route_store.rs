@@ -73,13 +73,9 @@ pub enum StoreOp {
         /// The current epoch.
         epoch: u64,
     },
-    /// The best route of a service changed.
-    Best {
-        /// The service.
-        service: ServiceName,
-        /// Next hop (`None`: local), metric and origin; `None` overall: unreachable.
-        best: Option<(Option<NodeId>, u64, NodeId)>,
-    },
+    /// Best routes changed: per service, next hop (`None`: local), metric and origin;
+    /// `None` overall: unreachable. One op per pass of the routing loop, however many.
+    Bests(Vec<(ServiceName, Option<StoredBest>)>),
     /// A verified manifest was installed.
     Manifest(SignedManifest),
     /// This node originates a service.
@@ -93,6 +89,10 @@ pub enum StoreOp {
     },
     /// This node stopped originating a service.
     StopOriginating(ServiceName),
+    /// A bulk load: every (service, protocol, endpoint) originated, in one op.
+    OriginateMany(Vec<(ServiceName, ProtocolHint, String)>),
+    /// A bulk withdrawal, in one op.
+    StopOriginatingMany(Vec<ServiceName>),
     /// A peer added with `trellis peers add`.
     PeerAdded {
         /// The peer.
@@ -143,6 +143,9 @@ pub struct Restored {
     /// end-of-table purges every row an earlier run left.
     pub max_epoch: u64,
 }
+
+/// A best route as `loc_rib` keeps it: next hop (`None`: local), metric, origin.
+pub type StoredBest = (Option<NodeId>, u64, NodeId);
 
 /// Protocol hint as stored and shown.
 pub fn protocol_name(p: ProtocolHint) -> &'static str {
@@ -322,25 +325,30 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 params![peer.as_str(), i64::try_from(*epoch).unwrap_or(i64::MAX)],
             )?;
         }
-        StoreOp::Best { service, best } => match best {
-            None => {
-                tx.execute("DELETE FROM loc_rib WHERE service=?1", [service.as_str()])?;
+        StoreOp::Bests(bests) => {
+            let mut delete = tx.prepare_cached("DELETE FROM loc_rib WHERE service=?1")?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO loc_rib(service, next_hop, metric, origin, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(service) DO UPDATE SET next_hop=excluded.next_hop, metric=excluded.metric,
+                   origin=excluded.origin, updated_at=excluded.updated_at",
+            )?;
+            for (service, best) in bests {
+                match best {
+                    None => {
+                        delete.execute([service.as_str()])?;
+                    }
+                    Some((next_hop, metric, origin)) => {
+                        upsert.execute(params![
+                            service.as_str(),
+                            next_hop.as_ref().map(NodeId::as_str),
+                            i64::try_from(*metric).unwrap_or(i64::MAX),
+                            origin.as_str(),
+                            now
+                        ])?;
+                    }
+                }
             }
-            Some((next_hop, metric, origin)) => {
-                tx.execute(
-                    "INSERT INTO loc_rib(service, next_hop, metric, origin, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(service) DO UPDATE SET next_hop=excluded.next_hop, metric=excluded.metric,
-                       origin=excluded.origin, updated_at=excluded.updated_at",
-                    params![
-                        service.as_str(),
-                        next_hop.as_ref().map(NodeId::as_str),
-                        i64::try_from(*metric).unwrap_or(i64::MAX),
-                        origin.as_str(),
-                        now
-                    ],
-                )?;
-            }
-        },
+        }
         StoreOp::Manifest(m) => {
             if let Some(envelope) = encode_manifest(m) {
                 tx.execute(
@@ -371,6 +379,26 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &StoreOp) -> rusqlite::Result<()> {
                 "DELETE FROM originated WHERE service=?1",
                 [service.as_str()],
             )?;
+        }
+        StoreOp::OriginateMany(routes) => {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO originated(service, protocol, endpoint, since) VALUES(?1, ?2, ?3, ?4)
+                 ON CONFLICT(service) DO UPDATE SET protocol=excluded.protocol, endpoint=excluded.endpoint",
+            )?;
+            for (service, protocol, endpoint) in routes {
+                insert.execute(params![
+                    service.as_str(),
+                    protocol_name(*protocol),
+                    endpoint,
+                    now
+                ])?;
+            }
+        }
+        StoreOp::StopOriginatingMany(services) => {
+            let mut delete = tx.prepare_cached("DELETE FROM originated WHERE service=?1")?;
+            for service in services {
+                delete.execute([service.as_str()])?;
+            }
         }
         StoreOp::PeerAdded {
             peer,

@@ -81,6 +81,20 @@ pub enum Command {
         /// Answer.
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
+    /// Originate many services as one committed change (`routes advertise --file`).
+    AdvertiseMany {
+        /// Service, protocol, endpoint.
+        routes: Vec<(ServiceName, ProtocolHint, String)>,
+        /// Answer, once committed.
+        reply: oneshot::Sender<Result<crate::admin::BulkResult, ApiError>>,
+    },
+    /// Stop originating many services as one committed change.
+    WithdrawMany {
+        /// Services.
+        services: Vec<ServiceName>,
+        /// Answer, once committed.
+        reply: oneshot::Sender<Result<crate::admin::BulkResult, ApiError>>,
+    },
     /// Add a peer.
     AddPeer {
         /// The peer.
@@ -174,7 +188,7 @@ pub struct RoutingLoop {
     /// The Cedar policies in force (ADR 0016): peer sessions and originations ask them.
     policies: Option<Arc<trellis_policy::cedar::Shared>>,
     /// Spans, trace context and histograms for telemetry.
-    observer: super::observe::Observer,
+    pub(super) observer: super::observe::Observer,
 }
 
 /// A session up this long is kept when the peer connects again (the new connection is
@@ -285,8 +299,16 @@ impl RoutingLoop {
         self.policies = Some(policies);
     }
 
+    /// Whether the policies in force decide `act` alike for every route (then a bulk load
+    /// asks once, not once per route).
+    pub(super) fn policy_uniform_over_routes(&self, act: trellis_policy::cedar::Act) -> bool {
+        self.policies
+            .as_ref()
+            .is_none_or(|p| p.current().uniform_over_routes(act))
+    }
+
     /// Whether the policies allow `act` on `resource` by `subject`; `Err` says why not.
-    fn policy_allows(
+    pub(super) fn policy_allows(
         &self,
         subject: &trellis_policy::cedar::Subject,
         act: trellis_policy::cedar::Act,
@@ -335,6 +357,16 @@ impl RoutingLoop {
         reply: oneshot::Sender<Result<T, ApiError>>,
         value: Result<T, ApiError>,
     ) {
+        self.reply_when_durable_within(reply, value, DURABLE_WAIT);
+    }
+
+    /// As `reply_when_durable`, waiting at most `wait` for the commit (bulk loads).
+    pub(super) fn reply_when_durable_within<T: Send + 'static>(
+        &self,
+        reply: oneshot::Sender<Result<T, ApiError>>,
+        value: Result<T, ApiError>,
+        wait: std::time::Duration,
+    ) {
         let Ok(value) = value else {
             let _ = reply.send(value);
             return;
@@ -350,18 +382,18 @@ impl RoutingLoop {
                     ),
                 )
             };
-            let answer = match tokio::time::timeout(DURABLE_WAIT, ack_rx).await {
+            let answer = match tokio::time::timeout(wait, ack_rx).await {
                 Ok(Ok(Ok(()))) => Ok(value),
                 Ok(Ok(Err(e))) => Err(not_saved(e)),
                 Ok(Err(_)) => Err(not_saved("the store writer stopped".into())),
-                Err(_) => Err(not_saved("no commit within 5 s".into())),
+                Err(_) => Err(not_saved(format!("no commit within {} s", wait.as_secs()))),
             };
             let _ = reply.send(answer);
         });
     }
 
     /// Records an event in the node's log (`trellis audit`).
-    fn log_event(&self, kind: &str, subject: &str, detail: String) {
+    pub(super) fn log_event(&self, kind: &str, subject: &str, detail: String) {
         self.persist(StoreOp::Event {
             kind: kind.into(),
             subject: subject.into(),
@@ -369,7 +401,7 @@ impl RoutingLoop {
         });
     }
 
-    fn persist(&self, op: StoreOp) {
+    pub(super) fn persist(&self, op: StoreOp) {
         if self.store.send(op).is_err() {
             tracing::error!("the store writer stopped; changes are no longer persisted");
         }
@@ -461,6 +493,7 @@ impl RoutingLoop {
 
     fn drain(&mut self) {
         let mut changed = false;
+        let mut bests = Vec::new();
         while let Some(output) = self.router.poll_output() {
             match output {
                 Output::Send {
@@ -483,12 +516,15 @@ impl RoutingLoop {
                 }
                 Output::BestChanged { service, best } => {
                     changed = true;
-                    self.on_best(service, best);
+                    bests.push(self.on_best(service, best));
                 }
                 Output::ManifestRejected { from, error } => {
                     tracing::warn!(from = from.as_ref().map(NodeId::as_str), error = %error, "origin manifest refused");
                 }
             }
+        }
+        if !bests.is_empty() {
+            self.persist(StoreOp::Bests(bests));
         }
         if changed {
             self.observer.best_changed(Instant::now());
@@ -497,7 +533,12 @@ impl RoutingLoop {
         self.view.set_router_stats(self.router.stats());
     }
 
-    fn on_best(&mut self, service: ServiceName, best: Option<trellis_routing::Best>) {
+    /// Shows a new best route; returns what the store keeps of it.
+    fn on_best(
+        &mut self,
+        service: ServiceName,
+        best: Option<trellis_routing::Best>,
+    ) -> (ServiceName, Option<super::route_store::StoredBest>) {
         let key = service.as_str().to_owned();
         match &best {
             None => {
@@ -526,7 +567,7 @@ impl RoutingLoop {
             }
         }
         let best = best.map(|b| (b.next_hop.clone(), b.metric, b.attrs.origin.clone()));
-        self.persist(StoreOp::Best { service, best });
+        (service, best)
     }
 
     /// Stops dialing and admitting peers whose node id is now revoked (for good: a revoked
@@ -571,13 +612,18 @@ impl RoutingLoop {
         self.persist(StoreOp::PeerCleared { peer });
     }
 
-    /// Records a best route found while restoring from the store.
-    pub(super) fn restore_best(
+    /// Records the best routes found while restoring from the store (one store op).
+    pub(super) fn restore_bests(
         &mut self,
-        service: ServiceName,
-        best: Option<trellis_routing::Best>,
+        bests: Vec<(ServiceName, Option<trellis_routing::Best>)>,
     ) {
-        self.on_best(service, best);
+        let kept: Vec<_> = bests
+            .into_iter()
+            .map(|(service, best)| self.on_best(service, best))
+            .collect();
+        if !kept.is_empty() {
+            self.persist(StoreOp::Bests(kept));
+        }
     }
 
     fn send(&self, peer: &NodeId, item: Outgoing) {
@@ -1069,6 +1115,8 @@ impl RoutingLoop {
                     info.ok_or_else(|| api(ErrorKind::Internal, "the route did not appear")),
                 );
             }
+            Command::AdvertiseMany { routes, reply } => self.advertise_many(now, routes, reply),
+            Command::WithdrawMany { services, reply } => self.withdraw_many(now, services, reply),
             Command::Withdraw { service, reply } => {
                 if self
                     .view

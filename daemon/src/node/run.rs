@@ -555,6 +555,7 @@ fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
             },
         );
     }
+    let mut originations = Vec::with_capacity(restored.originated.len());
     for (service, protocol, endpoint) in restored.originated {
         if let Err(refusal) = routing.router.may_originate(&routing.local, &service) {
             tracing::warn!(%refusal, "a stored origination is no longer allowed; not advertised");
@@ -564,10 +565,15 @@ fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
             service.as_str().to_owned(),
             (endpoint, route_store::protocol_name(protocol).to_owned()),
         );
-        routing
-            .router
-            .handle(now, Input::Originate { service, protocol });
+        originations.push((service, protocol));
     }
+    // One manifest version for all of them, however many there are.
+    routing.router.handle(
+        now,
+        Input::OriginateMany {
+            routes: originations,
+        },
+    );
     let mut restored_paths = 0;
     for (peer, batch) in restored.peer_routes {
         if !routing.peers.contains_key(&peer) {
@@ -595,11 +601,13 @@ fn restore_into(routing: &mut RoutingLoop, restored: route_store::Restored) {
         );
     }
     // Nothing is connected yet: drop what the router wanted to send, keep the table.
+    let mut bests = Vec::new();
     while let Some(output) = routing.router.poll_output() {
         if let trellis_routing::Output::BestChanged { service, best } = output {
-            routing.restore_best(service, best);
+            bests.push((service, best));
         }
     }
+    routing.restore_bests(bests);
     if restored_paths > 0 {
         tracing::info!(
             paths = restored_paths,
