@@ -102,10 +102,14 @@ enum Cmd {
     /// Three orgs, nine nodes: converge, reroute around a cut link, cut off a revoked node.
     Demo,
     /// Benchmarks with real daemons; `dataplane`: one TCP connection through 1 and 3 hops
-    /// against direct TCP, side by side (docs/performance.md).
+    /// against direct TCP, side by side; `table`: a full table from one daemon to its
+    /// peer (docs/performance.md).
     Bench {
-        /// What to measure: dataplane.
+        /// What to measure: dataplane or table.
         what: String,
+        /// table: the table sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        routes: Vec<usize>,
         /// Bytes per bulk transfer (MiB).
         #[arg(long, default_value_t = 1024)]
         mib: u64,
@@ -497,13 +501,23 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
         }
         Cmd::Bench {
             what,
+            routes,
             mib,
             runs,
             rounds,
             json,
         } => {
+            if what == "table" {
+                let report = trellis_testbed::net::bench_table::run(&routes).map_err(msg)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", trellis_testbed::net::bench_table::summary(&report));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if what != "dataplane" {
-                bail!("bench {what:?}: the benchmarks are: dataplane");
+                bail!("bench {what:?}: the benchmarks are: dataplane, table");
             }
             let report = trellis_testbed::net::bench::run(&trellis_testbed::net::bench::Options {
                 bytes: mib << 20,

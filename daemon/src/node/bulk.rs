@@ -14,6 +14,24 @@ use super::route_store::{protocol_name, StoreOp};
 use super::routing_loop::RoutingLoop;
 use crate::admin::{ApiError, BulkResult, ErrorKind};
 
+/// A node's origin manifest lists every service it originates, and peers refuse one
+/// longer than [`MAX_MANIFEST_SERVICES`] (closing the session): a change that would
+/// originate more is refused here, before any peer sees it.
+pub(super) fn within_manifest_limit(originated: usize) -> Result<(), ApiError> {
+    use trellis_routing::manifest::MAX_MANIFEST_SERVICES;
+    if originated > MAX_MANIFEST_SERVICES {
+        return Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "nothing applied: this node would originate {originated} services, and an origin \
+                 manifest lists at most {MAX_MANIFEST_SERVICES} (peers refuse a longer one); \
+                 originate the rest from another node"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refusals named in one answer; the rest are counted.
 const NAMED: usize = 5;
 
@@ -93,6 +111,19 @@ impl RoutingLoop {
             return;
         }
         let total = routes.len();
+        let after = {
+            let view = self.view.read();
+            view.originated.len()
+                + routes
+                    .iter()
+                    .filter(|(s, _, _)| !view.originated.contains_key(s.as_str()))
+                    .count()
+        };
+        if let Err(e) = within_manifest_limit(after) {
+            self.view.count("originations_refused", total as u64);
+            let _ = reply.send(Err(e));
+            return;
+        }
         let span = self.observer.origination_span("advertise", "(bulk)");
         let _entered = span.enter();
         let mut changed = 0;
@@ -193,5 +224,28 @@ impl RoutingLoop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_routing::manifest::MAX_MANIFEST_SERVICES;
+
+    #[test]
+    fn a_node_originates_at_most_what_one_manifest_lists() {
+        assert!(within_manifest_limit(MAX_MANIFEST_SERVICES).is_ok());
+        let e = within_manifest_limit(MAX_MANIFEST_SERVICES + 1).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert!(e.message.starts_with("nothing applied") && !e.message.contains('\n'));
+    }
+
+    #[test]
+    fn a_refusal_names_five_and_counts_the_rest() {
+        let why: Vec<String> = (0..8).map(|i| format!("s{i}.globex: not acme's")).collect();
+        let e = refused(ErrorKind::BadRequest, 10, &why);
+        assert!(e.message.starts_with("8 of 10 routes refused, nothing applied"));
+        assert!(e.message.contains("s4.globex") && !e.message.contains("s5.globex"));
+        assert!(e.message.ends_with("and 3 more"), "{}", e.message);
     }
 }

@@ -1077,6 +1077,16 @@ impl RoutingLoop {
                     let _ = reply.send(Err(api(ErrorKind::BadRequest, refusal.to_string())));
                     return;
                 }
+                let count = {
+                    let view = self.view.read();
+                    view.originated.len()
+                        + usize::from(!view.originated.contains_key(service.as_str()))
+                };
+                if let Err(e) = super::bulk::within_manifest_limit(count) {
+                    self.view.count("originations_refused", 1);
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let span = self
                     .observer
                     .origination_span("advertise", service.as_str());

@@ -2,6 +2,7 @@
 //! fault scenarios and the demo (docs/testbed.md).
 
 pub mod bench;
+pub mod bench_table;
 pub mod cluster;
 pub mod commands;
 pub mod demo;

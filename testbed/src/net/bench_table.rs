@@ -1,0 +1,168 @@
+//! `trellis-testbed bench table`: how fast a full table crosses one session between two
+//! real daemons (docs/performance.md, "Full table, daemon to daemon").
+//!
+//! For each size, a fresh pair `a — b` in one org (peers dial directly, default timers).
+//! `a` gets the whole table as one bulk load (`RoutesAdvertiseBulk`, what
+//! `trellis routes advertise --file` sends); meanwhile `b`'s status is read every 5 ms.
+//! Reported: when `a` answered (the load committed), when `b` held 99 % and 100 % of
+//! the routes (from the moment the load was sent), routes per second to 100 %, and the
+//! resident memory of both daemons, with `b`'s growth per route.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use trellis_daemon::admin::{client, BulkRoute, Request};
+
+use super::cluster::{wait_until, Cluster, NetOptions};
+use super::observe;
+
+const PAIR: &str = "[[org]]\nname = \"bench\"\nnodes = [\"a\", \"b\"]\n\
+    [[link]]\na = \"bench/a\"\nb = \"bench/b\"\n";
+
+/// How long one size may take before the run gives up (bounds a hang).
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// One size's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableResult {
+    /// Routes loaded at `a`.
+    pub routes: usize,
+    /// From sending the load to `a`'s answer (committed), ms.
+    pub load_ms: u64,
+    /// From sending the load until `b` held 99 % of the routes, ms.
+    pub p99_ms: u64,
+    /// ... and all of them, ms.
+    pub all_ms: u64,
+    /// Routes per second to 100 % at `b`.
+    pub routes_per_s: u64,
+    /// Resident memory of `a` and `b` at the end, KiB.
+    pub rss_a_kb: u64,
+    /// `b`'s.
+    pub rss_b_kb: u64,
+    /// `b`'s growth from before the load, bytes per route.
+    pub b_bytes_per_route: u64,
+}
+
+/// Every size.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableReport {
+    /// One per size, in the order asked.
+    pub results: Vec<TableResult>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn routes_at(cluster: &Cluster, i: usize) -> usize {
+    observe::status(&cluster.state.nodes[i]).map_or(0, |s| s.routes)
+}
+
+fn rss(cluster: &Cluster, i: usize) -> u64 {
+    cluster.state.nodes[i]
+        .pid
+        .and_then(observe::rss_kb)
+        .unwrap_or(0)
+}
+
+fn one(n: usize, dir: &Path) -> Result<TableResult, String> {
+    let topo = crate::topology_file::parse(PAIR)?;
+    let net = NetOptions {
+        direct: true,
+        ..NetOptions::default()
+    };
+    let mut cluster = Cluster::create(dir, &topo, net, 1, false)?;
+    cluster.start_all()?;
+    let up = wait_until(Duration::from_secs(30), || {
+        observe::peers(&cluster.state.nodes[1]).is_some_and(|p| p.iter().any(|p| p.state == "up"))
+    });
+    if !up {
+        return Err("the session a–b did not come up".into());
+    }
+    let routes: Vec<BulkRoute> = (0..n)
+        .map(|i| BulkRoute {
+            service: format!("s{i}.bench"),
+            endpoint: "127.0.0.1:9".into(),
+            protocol: "tcp".into(),
+        })
+        .collect();
+    let b_before = rss(&cluster, 1);
+    let socket = observe::socket(&cluster.state.nodes[0]);
+    let started = Instant::now();
+    let loader = std::thread::spawn(move || {
+        let answer = client::call(&socket, &Request::RoutesAdvertiseBulk { routes });
+        (
+            answer.map(|_| ()).map_err(|e| e.to_string()),
+            started.elapsed(),
+        )
+    });
+    let (mut p99, mut all) = (None, None);
+    let want99 = n - n / 100;
+    while all.is_none() && started.elapsed() < LIMIT {
+        let held = routes_at(&cluster, 1);
+        if p99.is_none() && held >= want99 {
+            p99 = Some(started.elapsed());
+        }
+        if held >= n {
+            all = Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (answer, load) = loader
+        .join()
+        .map_err(|_| "the load thread panicked".to_owned())?;
+    answer.map_err(|e| format!("load of {n} routes: {e}"))?;
+    let all = all.ok_or_else(|| format!("b did not get all {n} routes within {LIMIT:?}"))?;
+    let (rss_a, rss_b) = (rss(&cluster, 0), rss(&cluster, 1));
+    cluster.stop_all(Duration::from_secs(10));
+    Ok(TableResult {
+        routes: n,
+        load_ms: ms(load),
+        p99_ms: ms(p99.unwrap_or(all)),
+        all_ms: ms(all),
+        routes_per_s: (n as f64 / all.as_secs_f64().max(1e-6)) as u64,
+        rss_a_kb: rss_a,
+        rss_b_kb: rss_b,
+        b_bytes_per_route: rss_b.saturating_sub(b_before) * 1024 / n.max(1) as u64,
+    })
+}
+
+/// Runs every size in `sizes`, each on a fresh pair of daemons.
+pub fn run(sizes: &[usize]) -> Result<TableReport, String> {
+    let mut results = Vec::new();
+    for &n in sizes {
+        if n == 0 {
+            return Err("a table of 0 routes measures nothing".into());
+        }
+        let dir =
+            std::env::temp_dir().join(format!("trellis-bench-table-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let result = one(n, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        results.push(result?);
+    }
+    Ok(TableReport { results })
+}
+
+/// The report as a table.
+pub fn summary(r: &TableReport) -> String {
+    let mut out = String::from(
+        "full table a → b (one session, loopback, one bulk load at a)\n\
+         routes     load (committed)  99 % at b   100 % at b   routes/s    RSS a / b           b bytes/route\n",
+    );
+    for x in &r.results {
+        out.push_str(&format!(
+            "{:<10} {:>10} ms    {:>8} ms  {:>8} ms   {:>9}   {:>7.1} / {:>7.1} MiB   {:>6}\n",
+            x.routes,
+            x.load_ms,
+            x.p99_ms,
+            x.all_ms,
+            x.routes_per_s,
+            x.rss_a_kb as f64 / 1024.0,
+            x.rss_b_kb as f64 / 1024.0,
+            x.b_bytes_per_route
+        ));
+    }
+    out
+}
