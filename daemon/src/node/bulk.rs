@@ -244,7 +244,9 @@ mod tests {
     fn a_refusal_names_five_and_counts_the_rest() {
         let why: Vec<String> = (0..8).map(|i| format!("s{i}.globex: not acme's")).collect();
         let e = refused(ErrorKind::BadRequest, 10, &why);
-        assert!(e.message.starts_with("8 of 10 routes refused, nothing applied"));
+        assert!(e
+            .message
+            .starts_with("8 of 10 routes refused, nothing applied"));
         assert!(e.message.contains("s4.globex") && !e.message.contains("s5.globex"));
         assert!(e.message.ends_with("and 3 more"), "{}", e.message);
     }
