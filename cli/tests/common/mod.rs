@@ -119,18 +119,15 @@ impl Authority {
 
     /// Waits until a pending join for `node` shows up; returns its id.
     pub fn pending_join(&self, node: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        wait_for(&format!("a pending join for {node}"), || {
             let joins = self.json(&["joins", "list", "--pending"]);
-            if let Some(j) = joins
-                .as_array()
-                .and_then(|a| a.iter().find(|j| j["node_id"] == node))
-            {
-                return j["id"].as_str().expect("id").to_owned();
-            }
-            assert!(Instant::now() < deadline, "no pending join for {node}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            let found = joins
+                .as_array()?
+                .iter()
+                .find(|j| j["node_id"] == node)?
+                .clone();
+            Some(found["id"].as_str().expect("id").to_owned())
+        })
     }
 }
 
