@@ -30,7 +30,8 @@
 //!    few candidates, every reachable one is activated.
 //! 4. **Trim.** While more than `max_active` peers are active, the worst
 //!    non-pinned active peer is deactivated: highest cost first, unmeasured
-//!    counted as worst, ties by node id (the greater first).
+//!    counted as worst, ties by node id (the greater first). A guest adopted
+//!    since the last round ([`Selector::adopt`]) goes last.
 //! 5. **Swap**, at most one per round to limit churn. The worst swappable
 //!    active peer (not pinned, active for at least `min_hold`, cost measured)
 //!    is replaced by the best measured, reachable, non-active candidate when
@@ -189,6 +190,9 @@ pub struct Selector {
     active: BTreeMap<NodeId, Instant>,
     /// The active peers that are long links.
     long: BTreeSet<NodeId>,
+    /// The peer adopted into the guest slot since the last round, if any: trimmed only
+    /// when no other peer can be.
+    guest: Option<NodeId>,
 }
 
 /// A candidate after merging duplicate entries.
@@ -230,6 +234,7 @@ impl Selector {
             cfg,
             active: BTreeMap::new(),
             long: BTreeSet::new(),
+            guest: None,
         }
     }
 
@@ -253,14 +258,21 @@ impl Selector {
     /// active. An adopted peer is an ordinary active one from then on: trimmed or swapped
     /// by cost. The guest slot is what keeps a node below its minimum from being shut out
     /// when every other node is full (as HyParView's priority join): the full node takes
-    /// it, and the next round trims one peer, chosen by cost and then by the salted hash,
-    /// so the deficit moves to a node that can spare a session or ends.
+    /// it, and the next round trims one *other* peer, chosen by cost and then by the
+    /// salted hash, so the deficit moves to a node that can spare a session or ends.
+    /// The guest itself is trimmed only when nothing else can be: trimming it would
+    /// hand the deficit straight back to the node that had it (its cost is unmeasured,
+    /// so it would always rank worst), and that node would bounce from full node to
+    /// full node.
     pub fn adopt(&mut self, now: Instant, node: &NodeId) -> bool {
         if self.active.contains_key(node) {
             return true;
         }
         if self.active.len() > self.cfg.max_active {
             return false;
+        }
+        if self.active.len() == self.cfg.max_active {
+            self.guest = Some(node.clone());
         }
         self.active.insert(node.clone(), now);
         true
@@ -270,6 +282,9 @@ impl Selector {
     pub fn lost(&mut self, node: &NodeId) {
         self.active.remove(node);
         self.long.remove(node);
+        if self.guest.as_ref() == Some(node) {
+            self.guest = None;
+        }
     }
 
     /// Whether `node` is active as a long link.
@@ -358,12 +373,17 @@ impl Selector {
         let salt = self.cfg.salt;
         let pinned = |n: &NodeId| views.get(n).is_some_and(|v| v.pinned);
         let cost = |n: &NodeId| views.get(n).and_then(|v| v.cost);
+        let guest = self.guest.take();
+        let is_guest = |n: &NodeId| guest.as_ref() == Some(n);
         while self.active.len() > self.cfg.max_active {
             let worst = self
                 .active
                 .keys()
                 .filter(|n| !pinned(n) && !self.long.contains(*n))
-                .max_by(|a, b| rank(salt, a, cost(a)).cmp(&rank(salt, b, cost(b))))
+                .max_by(|a, b| {
+                    (!is_guest(a), rank(salt, a, cost(a)))
+                        .cmp(&(!is_guest(b), rank(salt, b, cost(b))))
+                })
                 .or_else(|| self.long.iter().find(|n| !pinned(n)))
                 .cloned();
             let Some(worst) = worst else { break };
@@ -739,5 +759,33 @@ pub(crate) mod tests {
             "stable: {actions:?}"
         );
         assert!(s.adopt(t0, &id(4)), "a guest again");
+    }
+
+    #[test]
+    fn the_guest_stays_and_an_established_peer_makes_room() {
+        let mut s = Selector::new(cfg(1, 2));
+        let t0 = Instant::now();
+        assert!(s.adopt(t0, &id(1)));
+        assert!(s.adopt(t0, &id(2)));
+        assert!(s.adopt(t0, &id(3)), "the guest");
+        // The guest is unmeasured, so by cost alone it would be trimmed at once.
+        let cands = [c(1, Some(10)), c(2, Some(20)), c(3, None)];
+        let [down, up, _] = split(&s.decide(t0, &cands));
+        assert_eq!(down, ids(&[2]), "the worst established peer goes");
+        assert!(up.is_empty());
+        assert!(s.is_active(&id(3)));
+        // From then on it is an ordinary peer: a later guest displaces the worst,
+        // which may be it.
+        assert!(s.adopt(t0, &id(4)));
+        let cands = [c(1, Some(10)), c(3, Some(30)), c(4, None)];
+        let [down, _, _] = split(&s.decide(t0, &cands));
+        assert_eq!(down, ids(&[3]));
+        // A guest alone above max (every other peer pinned) is trimmed all the same.
+        let mut s = Selector::new(cfg(1, 1));
+        let pinned = [pin(1, Some(10)), c(2, None)];
+        s.decide(t0, &pinned);
+        assert!(s.adopt(t0, &id(2)));
+        let [down, _, _] = split(&s.decide(t0, &pinned));
+        assert_eq!(down, ids(&[2]));
     }
 }

@@ -731,6 +731,7 @@ impl RoutingLoop {
                 });
                 if self.selection.as_mut().is_some_and(|s| s.down(now, &peer)) {
                     let _ = self.remove_peer(now, &peer, "selection: session ended");
+                    self.show_selection();
                 }
             }
             Event::Update {
@@ -865,6 +866,7 @@ impl RoutingLoop {
             // A directory node may dial us: taken while the selection has room.
             let adopted = self.selection.as_mut().and_then(|s| s.inbound(now, peer));
             let added = adopted.is_some_and(|spec| self.add_peer(spec, false).is_ok());
+            self.show_selection();
             if !added {
                 handle
                     .kill
@@ -1289,7 +1291,6 @@ impl RoutingLoop {
             .collect();
         let scores = &self.scores;
         let steps = selection.round(now, &pinned, |n| scores.cost(n));
-        self.view.write().selection = Some(selection.summary());
         for step in steps {
             match step {
                 super::selection::Step::Add(spec) => {
@@ -1305,6 +1306,14 @@ impl RoutingLoop {
                     let _ = self.dial.send(DialCmd::Probe(node, addr));
                 }
             }
+        }
+        self.show_selection();
+    }
+
+    /// Puts the selection's summary in the view (`trellis status`).
+    fn show_selection(&mut self) {
+        if let Some(selection) = &self.selection {
+            self.view.write().selection = Some(selection.summary());
         }
     }
 

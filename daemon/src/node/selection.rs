@@ -253,15 +253,22 @@ impl Selection {
             return None;
         }
         self.pending.insert(peer.clone(), now);
+        // It reached us, so it is reachable: a backoff left from an earlier failed
+        // probe or dial would make the next round drop it as unreachable.
+        self.backoff.remove(peer);
+        if self.selector.active_len() > self.settings.selector.max_active {
+            // Taken in the guest slot: the round that trims another peer to make room
+            // runs now, not up to a round later.
+            self.hurry(now);
+        }
         Some(self.spec(peer, None))
     }
 
     /// A selected peer's session is up.
     pub(super) fn up(&mut self, peer: &NodeId) {
         if self.pending.remove(peer).is_some() {
-            if let Some(b) = self.backoff.get_mut(peer) {
-                b.next = BACKOFF.0;
-            }
+            // Up means reachable: neither the wait nor its doubling carries over.
+            self.backoff.remove(peer);
         }
     }
 

@@ -822,7 +822,14 @@ async fn session_loop(
                     started.insert(seq, Instant::now());
                     inflight.push(call(remote, seq, item));
                 }
-                None => return (CloseReason::AdminShutdown, "node shutting down".into(), false, true),
+                // The routing loop dropped the handle: it kills with the real reason
+                // first (trimmed, removed, replaced), which both wakeups may race.
+                None => {
+                    let (reason, message) = kill
+                        .reason()
+                        .unwrap_or((CloseReason::AdminShutdown, "node shutting down".into()));
+                    return (reason, message, false, true);
+                }
             },
             Some((done, result)) = inflight.next(), if !inflight.is_empty() => {
                 started.remove(&done);

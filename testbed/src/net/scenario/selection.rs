@@ -4,7 +4,8 @@
 //! `[selection]` with the org's first two nodes as bootstrap entries, and learns the
 //! others from the signed node directory its authority publishes. The scenario waits
 //! until every node has between its minimum and maximum active peers (3-5), the
-//! sessions form one connected mesh, and no node has sessions to all others; then it
+//! sessions form one connected mesh, every node's selection is settled (each peer it
+//! chose is up, no guest waits for room), and no node has sessions to all others; then it
 //! checks that this holds for [`STABLE`] and that every node reaches every node's
 //! service over the chosen mesh.
 
@@ -105,6 +106,24 @@ fn problems(run: &Run, sample: &[Option<BTreeSet<String>>]) -> Vec<String> {
     out
 }
 
+/// Nodes whose selection is not settled: a peer it chose is not up yet, or it holds a
+/// guest it has not made room for (its active count differs from its up sessions).
+/// Session counts alone cannot show a change under way, which would then land inside
+/// the hold.
+fn unsettled(run: &Run, sample: &[Option<BTreeSet<String>>]) -> Vec<String> {
+    run.cluster
+        .state
+        .nodes
+        .iter()
+        .zip(sample)
+        .filter_map(|(node, up)| {
+            let active = observe::status(node)?.selection?.active;
+            let up = up.as_ref().map_or(0, BTreeSet::len);
+            (active != up).then(|| format!("{} has {active} active peers, {up} up", node.id))
+        })
+        .collect()
+}
+
 /// Starts the network and runs the scenario; returns when the target was first reached,
 /// from the start of the first node (the nodes start one after another).
 pub fn select(run: &mut Run) -> Result<Option<Duration>, String> {
@@ -114,7 +133,11 @@ pub fn select(run: &mut Run) -> Result<Option<Duration>, String> {
     run.time("start_all", Some(start.elapsed()));
     let mut last = Vec::new();
     let reached = wait_until(LIMIT, || {
-        last = problems(run, &sessions(run));
+        let sample = sessions(run);
+        last = problems(run, &sample);
+        if last.is_empty() {
+            last = unsettled(run, &sample);
+        }
         last.is_empty()
     });
     let took = reached.then(|| start.elapsed());
