@@ -21,6 +21,7 @@
 //!   verified by [`NodeSignatures`] (chain to the org's trusted CA, node id, validity,
 //!   revocation, ECDSA P-384), once per manifest, by the routing core — never here.
 
+pub mod chain_cache;
 pub mod manifest;
 pub mod signatures;
 pub mod update;

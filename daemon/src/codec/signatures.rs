@@ -16,6 +16,8 @@
 //! 3. neither the certificate's serial nor the node is revoked ([`TrustStore::is_revoked`]);
 //! 4. the signature verifies with the certificate's key.
 //!
+//! Step 2 is skipped for a certificate whose chain already verified against the same CA
+//! set ([`super::chain_cache`]); its validity period and revocation are still checked.
 //! The routing core calls `verify` once per received manifest and caches the outcome.
 //! Node certificates live a day, so a node re-signs its manifest (a new version) after it
 //! renews its certificate, or manifests relayed later stop verifying.
@@ -49,6 +51,7 @@ pub struct NodeSignatures {
     trust: Arc<TrustStore>,
     clock: Clock,
     unverified: Arc<std::sync::atomic::AtomicU64>,
+    chains: super::chain_cache::ChainCache,
 }
 
 impl std::fmt::Debug for NodeSignatures {
@@ -100,6 +103,7 @@ impl NodeSignatures {
             trust,
             clock: Box::new(system_clock_ms),
             unverified: Arc::default(),
+            chains: super::chain_cache::ChainCache::default(),
         })
     }
 
@@ -139,6 +143,21 @@ impl NodeSignatures {
         if &cert.node != origin {
             return Err(format!("certificate names {}, not {origin}", cert.node));
         }
+        let cas = self.trust.cas_for(&origin.org());
+        let keys = (
+            super::chain_cache::digest([der]),
+            super::chain_cache::digest(cas.iter().map(Vec::as_slice)),
+        );
+        if !cas.is_empty() && self.chains.get(&keys.0, &keys.1, now_ms).is_some() {
+            let now = now_ms / 1000;
+            if cert.not_before > now || cert.not_after <= now {
+                return Err(format!("certificate of {origin} is not valid now"));
+            }
+            if self.trust.is_revoked(origin, &cert.serial) {
+                return Err(format!("certificate of {origin} is revoked"));
+            }
+            return Ok(cert);
+        }
         let leaf = CertificateDer::from(der);
         let check = crate::node::trust::ChainCheck {
             algorithms: &[webpki::ring::ECDSA_P384_SHA384],
@@ -149,7 +168,7 @@ impl NodeSignatures {
             .trust
             .verify_chain(origin, &cert.serial, &leaf, &[], check)
         {
-            Ok(()) => {}
+            Ok(()) => self.chains.put(keys.0, keys.1, cert.clone(), now_ms),
             Err(crate::node::trust::ChainError::Refused(why)) => return Err(why),
             Err(crate::node::trust::ChainError::NoCa(_)) => {
                 // An org this node holds no CA for (a partner of a partner, or a partner
