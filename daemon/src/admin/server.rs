@@ -85,9 +85,12 @@ where
                 )),
             }
         };
-        let mut out = serde_json::to_vec(&response).unwrap_or_else(|_| {
-            b"{\"error\":{\"kind\":\"internal\",\"message\":\"encoding failed\"}}".to_vec()
-        });
+        // Encoded off the runtime's workers: an answer can be a whole table.
+        let encoded = tokio::task::spawn_blocking(move || serde_json::to_vec(&response)).await;
+        let mut out = match encoded {
+            Ok(Ok(out)) => out,
+            _ => b"{\"error\":{\"kind\":\"internal\",\"message\":\"encoding failed\"}}".to_vec(),
+        };
         out.push(b'\n');
         if write.write_all(&out).await.is_err() {
             return;

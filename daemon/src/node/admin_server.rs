@@ -249,7 +249,14 @@ async fn dispatch(
                 })?,
             )
         }
-        Request::RoutesList => json(&view.read().routes.values().cloned().collect::<Vec<_>>()),
+        Request::RoutesList => {
+            // Copied a slice at a time and encoded off the runtime's workers: a large
+            // table polled often must not hold up the routing loop (docs/performance.md).
+            let routes = view.routes_snapshot();
+            tokio::task::spawn_blocking(move || json(&routes))
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
+        }
         Request::Topology => {
             let state = view.read();
             json(&Topology {

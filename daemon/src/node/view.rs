@@ -9,6 +9,9 @@ use std::time::Instant;
 
 use crate::admin::{NodeStatus, PeerInfo, RouteInfo};
 
+/// Routes copied per read lock by [`View::routes_snapshot`] (about a millisecond).
+pub const ROUTES_PER_LOCK: usize = 1024;
+
 /// Everything the admin API reads without asking the loop.
 #[derive(Debug)]
 pub struct ViewState {
@@ -77,6 +80,37 @@ impl View {
         self.state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy of every best route, taken [`ROUTES_PER_LOCK`] at a time so the routing
+    /// loop, which writes the view, never waits long behind a reader of a large table
+    /// (`trellis routes list` polled during a full-table load). Not one atomic picture:
+    /// routes that change while it is taken may show the older or the newer state, as
+    /// in any table walk that yields (BIRD's `show route` does the same).
+    pub fn routes_snapshot(&self) -> Vec<RouteInfo> {
+        let mut out = Vec::with_capacity(self.read().routes.len());
+        let mut after: Option<String> = None;
+        loop {
+            let state = self.read();
+            let range = match &after {
+                None => state.routes.range::<String, _>(..),
+                Some(key) => state.routes.range::<String, _>((
+                    std::ops::Bound::Excluded(key.clone()),
+                    std::ops::Bound::Unbounded,
+                )),
+            };
+            let mut taken = 0;
+            let mut last = None;
+            for (key, route) in range.take(ROUTES_PER_LOCK) {
+                out.push(route.clone());
+                last = Some(key);
+                taken += 1;
+            }
+            if taken < ROUTES_PER_LOCK {
+                return out;
+            }
+            after = last.cloned();
+        }
     }
 
     /// Writes the state.
