@@ -101,15 +101,29 @@ enum Cmd {
     },
     /// Three orgs, nine nodes: converge, reroute around a cut link, cut off a revoked node.
     Demo,
-    /// Benchmarks with real daemons; `dataplane`: one TCP connection through 1 and 3 hops
-    /// against direct TCP, side by side; `table`: a full table from one daemon to its
-    /// peer (docs/performance.md).
+    /// Benchmarks with real daemons (docs/performance.md): `dataplane`: one TCP
+    /// connection through 1 and 3 hops against direct TCP, side by side; `table`: a full
+    /// table from one daemon to its peer; `latency`: one change through a line of
+    /// daemons; `idle`: what a node with 3 peers costs at rest.
     Bench {
-        /// What to measure: dataplane or table.
+        /// What to measure: dataplane, table, latency or idle.
         what: String,
         /// table: the table sizes, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
         routes: Vec<usize>,
+        /// table: run each size again with the receiver polled 10×/s (status and
+        /// routes list), and report the slowdown.
+        #[arg(long)]
+        poll: bool,
+        /// latency: sessions in the line.
+        #[arg(long, default_value_t = 10)]
+        hops: usize,
+        /// latency: repetitions of each change.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        /// idle: seconds to watch the idle node.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
         /// Bytes per bulk transfer (MiB).
         #[arg(long, default_value_t = 1024)]
         mib: u64,
@@ -502,33 +516,61 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Bench {
             what,
             routes,
+            poll,
+            hops,
+            reps,
+            secs,
             mib,
             runs,
             rounds,
             json,
         } => {
-            if what == "table" {
-                let report = trellis_testbed::net::bench_table::run(&routes).map_err(msg)?;
+            use trellis_testbed::net::{bench, bench_idle, bench_latency, bench_table};
+            fn show<T: serde::Serialize>(json: bool, report: &T, text: String) -> Result<()> {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    println!("{}", serde_json::to_string_pretty(report)?);
                 } else {
-                    print!("{}", trellis_testbed::net::bench_table::summary(&report));
+                    print!("{text}");
                 }
-                return Ok(ExitCode::SUCCESS);
+                Ok(())
             }
-            if what != "dataplane" {
-                bail!("bench {what:?}: the benchmarks are: dataplane, table");
-            }
-            let report = trellis_testbed::net::bench::run(&trellis_testbed::net::bench::Options {
-                bytes: mib << 20,
-                runs: runs.max(1),
-                rounds: rounds.max(1),
-            })
-            .map_err(msg)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", trellis_testbed::net::bench::summary(&report));
+            let scratch = |name: &str| {
+                let dir = std::env::temp_dir()
+                    .join(format!("trellis-bench-{name}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                dir
+            };
+            match what.as_str() {
+                "table" => {
+                    let report = bench_table::run(&routes, poll).map_err(msg)?;
+                    show(json, &report, bench_table::summary(&report))?;
+                }
+                "latency" => {
+                    let dir = scratch("latency");
+                    let report = bench_latency::run(hops, reps, &dir);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let report = report.map_err(msg)?;
+                    show(json, &report, bench_latency::summary(&report))?;
+                }
+                "idle" => {
+                    let dir = scratch("idle");
+                    let report = bench_idle::run(secs, &dir);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let report = report.map_err(msg)?;
+                    show(json, &report, bench_idle::summary(&report))?;
+                }
+                "dataplane" => {
+                    let report = bench::run(&bench::Options {
+                        bytes: mib << 20,
+                        runs: runs.max(1),
+                        rounds: rounds.max(1),
+                    })
+                    .map_err(msg)?;
+                    show(json, &report, bench::summary(&report))?;
+                }
+                other => {
+                    bail!("bench {other:?}: the benchmarks are: dataplane, table, latency, idle")
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

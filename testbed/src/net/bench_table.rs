@@ -7,6 +7,10 @@
 //! Reported: when `a` answered (the load committed), when `b` held 99 % and 100 % of
 //! the routes (from the moment the load was sent), routes per second to 100 %, and the
 //! resident memory of both daemons, with `b`'s growth per route.
+//!
+//! With `--poll`, each size runs a second time on a fresh pair while another thread asks
+//! `b` for its status and its whole table (`trellis status`, `trellis routes list`) ten
+//! times a second, as a dashboard would; the slowdown of the 100 % time is reported.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,6 +46,10 @@ pub struct TableResult {
     pub rss_b_kb: u64,
     /// `b`'s growth from before the load, bytes per route.
     pub b_bytes_per_route: u64,
+    /// With `--poll`: the 100 % time of the polled run, ms.
+    pub polled_all_ms: Option<u64>,
+    /// With `--poll`: polls (status and table) answered during the polled run.
+    pub polls: Option<u64>,
 }
 
 /// Every size.
@@ -66,7 +74,26 @@ fn rss(cluster: &Cluster, i: usize) -> u64 {
         .unwrap_or(0)
 }
 
-fn one(n: usize, dir: &Path) -> Result<TableResult, String> {
+/// Asks `b` for its status and its table every 100 ms until `stop`; returns how many
+/// rounds were answered.
+fn poll(
+    node: super::state::NodeState,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let next = Instant::now() + Duration::from_millis(100);
+            if observe::status(&node).is_some() && observe::routes(&node).is_some() {
+                answered += 1;
+            }
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        answered
+    })
+}
+
+fn one(n: usize, dir: &Path, polled: bool) -> Result<TableResult, String> {
     let topo = crate::topology_file::parse(PAIR)?;
     let net = NetOptions {
         direct: true,
@@ -89,6 +116,8 @@ fn one(n: usize, dir: &Path) -> Result<TableResult, String> {
         .collect();
     let b_before = rss(&cluster, 1);
     let socket = observe::socket(&cluster.state.nodes[0]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = polled.then(|| poll(cluster.state.nodes[1].clone(), stop.clone()));
     let started = Instant::now();
     let loader = std::thread::spawn(move || {
         let answer = client::call(&socket, &Request::RoutesAdvertiseBulk { routes });
@@ -130,6 +159,8 @@ fn one(n: usize, dir: &Path) -> Result<TableResult, String> {
         (None, Some(took)) => took,
         (None, None) => return Err("the load's answer was lost".into()),
     };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let polls = poller.map(|p| p.join().unwrap_or(0));
     let all = all.ok_or_else(|| format!("b did not get all {n} routes within {LIMIT:?}"))?;
     let (rss_a, rss_b) = (rss(&cluster, 0), rss(&cluster, 1));
     cluster.stop_all(Duration::from_secs(10));
@@ -142,22 +173,39 @@ fn one(n: usize, dir: &Path) -> Result<TableResult, String> {
         rss_a_kb: rss_a,
         rss_b_kb: rss_b,
         b_bytes_per_route: rss_b.saturating_sub(b_before) * 1024 / n.max(1) as u64,
+        polled_all_ms: None,
+        polls,
     })
 }
 
-/// Runs every size in `sizes`, each on a fresh pair of daemons.
-pub fn run(sizes: &[usize]) -> Result<TableReport, String> {
+/// One size on a fresh pair of daemons in a scratch directory.
+fn fresh(n: usize, polled: bool) -> Result<TableResult, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "trellis-bench-table-{}-{n}{}",
+        std::process::id(),
+        if polled { "-polled" } else { "" }
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = one(n, &dir, polled);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Runs every size in `sizes`, each on a fresh pair of daemons; with `polled`, each
+/// size a second time with `b` polled (see the module docs).
+pub fn run(sizes: &[usize], polled: bool) -> Result<TableReport, String> {
     let mut results = Vec::new();
     for &n in sizes {
         if n == 0 {
             return Err("a table of 0 routes measures nothing".into());
         }
-        let dir =
-            std::env::temp_dir().join(format!("trellis-bench-table-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let result = one(n, &dir);
-        let _ = std::fs::remove_dir_all(&dir);
-        results.push(result?);
+        let mut result = fresh(n, false)?;
+        if polled {
+            let again = fresh(n, true)?;
+            result.polled_all_ms = Some(again.all_ms);
+            result.polls = again.polls;
+        }
+        results.push(result);
     }
     Ok(TableReport { results })
 }
@@ -180,6 +228,16 @@ pub fn summary(r: &TableReport) -> String {
             x.rss_b_kb as f64 / 1024.0,
             x.b_bytes_per_route
         ));
+    }
+    for x in &r.results {
+        if let (Some(polled), Some(polls)) = (x.polled_all_ms, x.polls) {
+            out.push_str(&format!(
+                "{:<10} polled 10×/s (status + routes list at b): 100 % at b in {polled} ms, \
+                 {:+.0} % against quiet; {polls} polls answered\n",
+                x.routes,
+                (polled as f64 / x.all_ms.max(1) as f64 - 1.0) * 100.0
+            ));
+        }
     }
     out
 }
