@@ -17,6 +17,7 @@ pub use node_records::*;
 pub use records::*;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Longest request or response line, bytes.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
@@ -256,11 +257,15 @@ impl ApiError {
 }
 
 /// One response line: `{"ok": ...}` or `{"error": {...}}`.
+///
+/// The result is kept as the JSON text the daemon encoded (no tree of values in between:
+/// `routes list` of a large table is millions of nodes); it deserializes only with
+/// `serde_json::from_str` or `from_slice`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    /// Success with a result (a record or a list of records).
-    Ok(serde_json::Value),
+    /// Success with a result (a record or a list of records), encoded.
+    Ok(Box<RawValue>),
     /// Failure.
     Error(ApiError),
 }

@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use trellis_routing::{NodeId, OrgId};
 
 use super::client::ClientError;
-use super::{Request, Response};
+use super::Request;
 use crate::node::trust::TrustStore;
 
 /// Which daemon answers at the remote address.
@@ -48,6 +48,20 @@ fn protocol(e: impl std::fmt::Display) -> ClientError {
 
 /// Sends `request` to `target` and returns the `ok` value.
 pub fn call(target: &RemoteTarget, request: &Request) -> Result<serde_json::Value, ClientError> {
+    call_as(target, request)
+}
+
+/// [`call`], decoding the result as `T` straight from the answer's text.
+pub fn call_as<T: serde::de::DeserializeOwned>(
+    target: &RemoteTarget,
+    request: &Request,
+) -> Result<T, ClientError> {
+    let answer = exchange(target, request)?;
+    super::client::decode(&answer)
+}
+
+/// Sends `request` to `target` and reads the answer.
+fn exchange(target: &RemoteTarget, request: &Request) -> Result<Vec<u8>, ClientError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,10 +76,7 @@ pub fn call(target: &RemoteTarget, request: &Request) -> Result<serde_json::Valu
     })
 }
 
-async fn call_async(
-    target: &RemoteTarget,
-    request: &Request,
-) -> Result<serde_json::Value, ClientError> {
+async fn call_async(target: &RemoteTarget, request: &Request) -> Result<Vec<u8>, ClientError> {
     let chain = CertificateDer::pem_slice_iter(&target.cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| protocol(format!("operator certificate: {e}")))?;
@@ -119,9 +130,5 @@ async fn call_async(
         .map_err(protocol)?;
     conn.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
-    match serde_json::from_slice::<Response>(&answer) {
-        Ok(Response::Ok(value)) => Ok(value),
-        Ok(Response::Error(e)) => Err(ClientError::Api(e)),
-        Err(e) => Err(protocol(format!("bad answer: {e}"))),
-    }
+    Ok(answer)
 }

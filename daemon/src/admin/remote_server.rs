@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::task::JoinSet;
 
 use super::{ApiError, ErrorKind, Request, Response};
@@ -28,8 +29,8 @@ pub struct RemoteRequest {
     pub request: Request,
 }
 
-/// An answer in the making.
-pub type Answer = Pin<Box<dyn Future<Output = Result<serde_json::Value, ApiError>> + Send>>;
+/// An answer in the making: the result encoded as JSON text.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ApiError>> + Send>>;
 
 /// Verifies the token of a request against the TLS client certificate (DER) it came with,
 /// and answers it.

@@ -1,12 +1,13 @@
 //! The admin socket server, shared by the authority and the node: bind with mode 0600,
 //! at most [`MAX_CONNECTIONS`] connections, one JSON request line → one response line.
-//! Each daemon supplies only its handler.
+//! Each daemon supplies only its handler, which answers with its result already encoded.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -36,7 +37,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 pub async fn serve<H, F>(listener: UnixListener, handle: H)
 where
     H: Fn(Request) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<serde_json::Value, ApiError>> + Send,
+    F: Future<Output = Result<Box<RawValue>, ApiError>> + Send,
 {
     let handle = Arc::new(handle);
     // Owned here: when the server is aborted, every open admin connection ends with it
@@ -63,7 +64,7 @@ where
 async fn connection<H, F>(stream: UnixStream, handle: &H)
 where
     H: Fn(Request) -> F,
-    F: Future<Output = Result<serde_json::Value, ApiError>>,
+    F: Future<Output = Result<Box<RawValue>, ApiError>>,
 {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_LOCAL_REQUEST_BYTES as u64 * 2)).lines();
@@ -85,7 +86,8 @@ where
                 )),
             }
         };
-        // Encoded off the runtime's workers: an answer can be a whole table.
+        // Written off the runtime's workers: an answer can be a whole table (the handler
+        // encoded it; this copies it into the line).
         let encoded = tokio::task::spawn_blocking(move || serde_json::to_vec(&response)).await;
         let mut out = match encoded {
             Ok(Ok(out)) => out,

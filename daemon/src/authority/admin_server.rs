@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use tokio::net::UnixListener;
 use trellis_routing::{NodeId, OrgId};
 
@@ -64,8 +65,10 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, message)
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(value).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+/// Encodes an answer's result as the JSON text the server sends.
+fn json<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, ApiError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
 }
 
 const OPERATOR: &str = "operator";
@@ -135,7 +138,7 @@ fn dispatch(
     shared: &Shared,
     who: &trellis_policy::cedar::Subject,
     request: Request,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Box<RawValue>, ApiError> {
     let now = now_secs();
     let api = |e: super::store::StoreError| e.to_api();
     let org = shared.ca.org().as_str();
@@ -329,7 +332,7 @@ fn operator_token(
     ttl_secs: u64,
     cert_pem: &str,
     now: u64,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Box<RawValue>, ApiError> {
     let label = |s: &str| {
         !s.is_empty()
             && s.len() <= 64

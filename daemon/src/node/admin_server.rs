@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use trellis_routing::{NodeId, Relationship, ServiceName};
@@ -52,7 +53,7 @@ pub async fn handle(
     ctx: &AdminCtx,
     who: &trellis_policy::cedar::Subject,
     request: Request,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Box<RawValue>, ApiError> {
     let org = ctx.policy.org();
     authz::authorize(&ctx.policy.shared(), who, org, &request)?;
     match request {
@@ -96,7 +97,7 @@ pub async fn serve(listener: UnixListener, ctx: Arc<AdminCtx>) {
 }
 
 /// `connect add|list|remove`.
-async fn connect(request: Request, dataplane: &Dataplane) -> Result<serde_json::Value, ApiError> {
+async fn connect(request: Request, dataplane: &Dataplane) -> Result<Box<RawValue>, ApiError> {
     match request {
         Request::ConnectAdd {
             service: name,
@@ -131,8 +132,10 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, message)
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(value).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+/// Encodes an answer's result as the JSON text the server sends.
+fn json<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, ApiError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
 }
 
 async fn ask<T>(
@@ -237,7 +240,7 @@ async fn dispatch(
     view: &View,
     commands: &mpsc::Sender<Command>,
     paths: &Paths,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Box<RawValue>, ApiError> {
     match request {
         Request::Status => json(&view.status()),
         Request::PeersList => json(&view.read().peers.values().cloned().collect::<Vec<_>>()),
