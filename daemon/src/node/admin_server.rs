@@ -268,12 +268,18 @@ async fn dispatch(
                 origins: state
                     .routes
                     .values()
-                    .map(|r| (r.origin.clone(), r.next_hop.clone()))
+                    .map(|r| {
+                        let next = r.next_hop.as_ref().map(|n| n.as_str().to_owned());
+                        (r.attrs.origin.as_str().to_owned(), next)
+                    })
                     .collect(),
                 paths: state
                     .routes
                     .values()
-                    .map(|r| (r.origin.clone(), r.path.clone()))
+                    .map(|r| {
+                        let hops = crate::node::view_route::hop_names(&r.attrs);
+                        (r.attrs.origin.as_str().to_owned(), hops)
+                    })
                     .collect(),
             })
         }

@@ -152,7 +152,6 @@ impl RoutingLoop {
             format!("bulk load, {changed} new or changed"),
         );
         self.persist(StoreOp::OriginateMany(routes));
-        self.show_endpoints();
         self.reply_when_durable_within(
             reply,
             Ok(BulkResult {
@@ -210,20 +209,6 @@ impl RoutingLoop {
             }),
             commit_wait(total),
         );
-    }
-
-    /// Shows each originated service's endpoint on its local best route (a new endpoint
-    /// with the same protocol changes no route).
-    fn show_endpoints(&self) {
-        let mut view = self.view.write();
-        let state = &mut *view;
-        for (service, (endpoint, _)) in &state.originated {
-            if let Some(r) = state.routes.get_mut(service) {
-                if r.next_hop.is_none() {
-                    r.endpoint = Some(endpoint.clone());
-                }
-            }
-        }
     }
 }
 

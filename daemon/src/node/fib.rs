@@ -18,19 +18,21 @@ pub(super) struct NodeTable {
 impl Table for NodeTable {
     fn resolve(&self, service: &ServiceName) -> Option<Route> {
         let state = self.view.read();
-        let route = service.lookup_keys().find_map(|k| state.routes.get(&k))?;
+        let (key, route) = service
+            .lookup_keys()
+            .find_map(|k| state.routes.get_key_value(k.as_str()))?;
         let hop = match &route.next_hop {
-            Some(next) => NodeId::new(next).ok().map(Hop::Via),
+            Some(next) => Hop::Via(next.clone()),
             // Only concrete names are originated with an endpoint.
-            None => route
-                .endpoint
-                .as_deref()
-                .and_then(|e| e.parse().ok())
-                .map(Hop::Local),
-        }?;
+            None => state
+                .originated
+                .get(key.as_str())
+                .and_then(|(e, _)| e.parse().ok())
+                .map(Hop::Local)?,
+        };
         Some(Route {
             hop,
-            learned_from: Relationship::from_name(&route.learned_from)?,
+            learned_from: route.attrs.learned_from,
         })
     }
 

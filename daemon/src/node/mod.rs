@@ -29,6 +29,7 @@ mod scores;
 mod selection;
 pub mod trust;
 pub mod view;
+pub mod view_route;
 
 /// The files of a node's data dir.
 #[derive(Clone, Debug)]

@@ -21,6 +21,7 @@ use trellis_schemas::peering_capnp::CloseReason;
 use super::route_store::{protocol_name, StoreOp};
 use super::trust::TrustStore;
 use super::view::View;
+use super::view_route::{hop_names, origin_check, BestRoute};
 use super::NodeStore;
 use crate::admin::{ApiError, ErrorKind, PathInfo, PeerInfo, ReloadReport, RouteDetail, RouteInfo};
 use crate::session::{new_connection_wins, ConnId, Event, Outgoing, SessionHandle};
@@ -222,26 +223,6 @@ fn is_failure(reason: &str) -> bool {
     ]
     .iter()
     .any(|benign| reason.starts_with(benign))
-}
-
-fn hop_names(attrs: &trellis_routing::Attrs) -> Vec<String> {
-    attrs
-        .path
-        .iter()
-        .map(|h| match h {
-            trellis_routing::PathHop::Node(n) => n.as_str().to_owned(),
-            trellis_routing::PathHop::Org(o) => o.as_str().to_owned(),
-        })
-        .collect()
-}
-
-/// How `routes list|show` name a path's origin check.
-fn origin_check(valid: bool, verified: bool) -> &'static str {
-    match (valid, verified) {
-        (false, _) => "invalid",
-        (true, false) => "unverified",
-        (true, true) => "valid",
-    }
 }
 
 impl RoutingLoop {
@@ -539,31 +520,18 @@ impl RoutingLoop {
         service: ServiceName,
         best: Option<trellis_routing::Best>,
     ) -> (ServiceName, Option<super::route_store::StoredBest>) {
-        let key = service.as_str().to_owned();
         match &best {
             None => {
-                self.view.write().routes.remove(&key);
+                self.view.write().routes.remove(service.as_str());
             }
             Some(b) => {
-                let endpoint = self
-                    .view
-                    .read()
-                    .originated
-                    .get(&key)
-                    .map(|(e, _)| e.clone());
-                let info = RouteInfo {
-                    service: key.clone(),
-                    next_hop: b.next_hop.as_ref().map(|n| n.as_str().to_owned()),
-                    path: hop_names(&b.attrs),
+                let route = BestRoute {
+                    next_hop: b.next_hop.clone(),
+                    attrs: b.attrs.clone(),
                     metric: b.metric,
-                    origin: b.attrs.origin.as_str().to_owned(),
-                    protocol: protocol_name(b.attrs.protocol).into(),
-                    endpoint: if b.next_hop.is_none() { endpoint } else { None },
-                    origin_check: origin_check(true, self.router.origin_verified(&b.attrs.origin))
-                        .into(),
-                    learned_from: b.attrs.learned_from.name().into(),
+                    verified: self.router.origin_verified(&b.attrs.origin),
                 };
-                self.view.write().routes.insert(key, info);
+                self.view.write().routes.insert(service.clone(), route);
             }
         }
         let best = best.map(|b| (b.next_hop.clone(), b.metric, b.attrs.origin.clone()));
@@ -600,10 +568,7 @@ impl RoutingLoop {
     fn refresh_origin_checks(&self) {
         let mut view = self.view.write();
         for route in view.routes.values_mut() {
-            let verified = NodeId::new(&route.origin)
-                .map(|o| self.router.origin_verified(&o))
-                .unwrap_or(false);
-            route.origin_check = origin_check(true, verified).into();
+            route.verified = self.router.origin_verified(&route.attrs.origin);
         }
     }
 
@@ -1115,13 +1080,9 @@ impl RoutingLoop {
                     format!("{} {endpoint}", protocol_name(protocol)),
                 );
                 self.drain();
-                // A new endpoint with the same protocol changes no route: show it anyway.
-                if let Some(r) = self.view.write().routes.get_mut(service.as_str()) {
-                    if r.next_hop.is_none() {
-                        r.endpoint = Some(endpoint.clone());
-                    }
-                }
-                let info = self.view.read().routes.get(service.as_str()).cloned();
+                // The endpoint shown is the one in `originated`, so a new endpoint with the
+                // same protocol (which changes no route) shows at once.
+                let info = self.view.route_info(service.as_str());
                 self.reply_when_durable(
                     reply,
                     info.ok_or_else(|| api(ErrorKind::Internal, "the route did not appear")),

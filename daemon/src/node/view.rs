@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
+use trellis_routing::ServiceName;
+
+use super::view_route::BestRoute;
 use crate::admin::{NodeStatus, PeerInfo, RouteInfo};
 
 /// Routes copied per read lock by [`View::routes_snapshot`] (about a millisecond).
@@ -22,7 +25,7 @@ pub struct ViewState {
     /// Start time.
     pub started: Instant,
     /// Best route per service.
-    pub routes: BTreeMap<String, RouteInfo>,
+    pub routes: BTreeMap<ServiceName, BestRoute>,
     /// Peers.
     pub peers: BTreeMap<String, PeerInfo>,
     /// Services originated here: service → (endpoint, protocol).
@@ -37,6 +40,17 @@ pub struct ViewState {
     pub revoked: bool,
     /// Peer selection, when configured.
     pub selection: Option<crate::admin::SelectionStatus>,
+}
+
+impl ViewState {
+    /// The record `routes list` shows for `route`, with its local endpoint.
+    fn route_info(&self, service: &ServiceName, route: &BestRoute) -> RouteInfo {
+        let endpoint = self
+            .originated
+            .get(service.as_str())
+            .map(|(e, _)| e.as_str());
+        route.info(service, endpoint)
+    }
 }
 
 /// The shared read model.
@@ -89,21 +103,21 @@ impl View {
     /// in any table walk that yields (BIRD's `show route` does the same).
     pub fn routes_snapshot(&self) -> Vec<RouteInfo> {
         let mut out = Vec::with_capacity(self.read().routes.len());
-        let mut after: Option<String> = None;
+        let mut after: Option<ServiceName> = None;
         loop {
             let state = self.read();
             let range = match &after {
-                None => state.routes.range::<String, _>(..),
-                Some(key) => state.routes.range::<String, _>((
-                    std::ops::Bound::Excluded(key.clone()),
+                None => state.routes.range::<str, _>(..),
+                Some(key) => state.routes.range::<str, _>((
+                    std::ops::Bound::Excluded(key.as_str()),
                     std::ops::Bound::Unbounded,
                 )),
             };
             let mut taken = 0;
             let mut last = None;
-            for (key, route) in range.take(ROUTES_PER_LOCK) {
-                out.push(route.clone());
-                last = Some(key);
+            for (service, route) in range.take(ROUTES_PER_LOCK) {
+                out.push(state.route_info(service, route));
+                last = Some(service);
                 taken += 1;
             }
             if taken < ROUTES_PER_LOCK {
@@ -111,6 +125,13 @@ impl View {
             }
             after = last.cloned();
         }
+    }
+
+    /// The record of one service's best route, if it has one.
+    pub fn route_info(&self, service: &str) -> Option<RouteInfo> {
+        let state = self.read();
+        let (name, route) = state.routes.get_key_value(service)?;
+        Some(state.route_info(name, route))
     }
 
     /// Writes the state.
