@@ -115,6 +115,10 @@ enum Cmd {
         /// routes list), and report the slowdown.
         #[arg(long)]
         poll: bool,
+        /// table: run each size between two BIRD 2 daemons too, in the same run (skipped
+        /// with a message where `bird` is not installed).
+        #[arg(long)]
+        bird: bool,
         /// latency: sessions in the line.
         #[arg(long, default_value_t = 10)]
         hops: usize,
@@ -517,6 +521,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             what,
             routes,
             poll,
+            bird,
             hops,
             reps,
             secs,
@@ -542,7 +547,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             };
             match what.as_str() {
                 "table" => {
-                    let report = bench_table::run(&routes, poll).map_err(msg)?;
+                    let report = bench_table::run(&routes, poll, bird).map_err(msg)?;
                     show(json, &report, bench_table::summary(&report))?;
                 }
                 "latency" => {

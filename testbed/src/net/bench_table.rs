@@ -52,11 +52,30 @@ pub struct TableResult {
     pub polls: Option<u64>,
 }
 
+/// One size: Trellis's figures (or why there are none) and BIRD's beside them.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableRow {
+    /// Routes in the table.
+    pub routes: usize,
+    /// Trellis, daemon to daemon.
+    pub trellis: Option<TableResult>,
+    /// Why Trellis has no figures for this size.
+    pub trellis_error: Option<String>,
+    /// BIRD 2, with `--bird`.
+    pub bird: Option<super::bench_bird::BirdResult>,
+    /// Why BIRD has no figures for this size.
+    pub bird_error: Option<String>,
+}
+
 /// Every size.
 #[derive(Clone, Debug, Serialize)]
 pub struct TableReport {
     /// One per size, in the order asked.
-    pub results: Vec<TableResult>,
+    pub rows: Vec<TableRow>,
+    /// `bird --version`, when BIRD ran.
+    pub bird_version: Option<String>,
+    /// Why BIRD did not run, when `--bird` was given.
+    pub bird_skipped: Option<String>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -192,22 +211,63 @@ fn fresh(n: usize, polled: bool) -> Result<TableResult, String> {
 }
 
 /// Runs every size in `sizes`, each on a fresh pair of daemons; with `polled`, each
-/// size a second time with `b` polled (see the module docs).
-pub fn run(sizes: &[usize], polled: bool) -> Result<TableReport, String> {
-    let mut results = Vec::new();
-    for &n in sizes {
-        if n == 0 {
-            return Err("a table of 0 routes measures nothing".into());
-        }
-        let mut result = fresh(n, false)?;
-        if polled {
-            let again = fresh(n, true)?;
-            result.polled_all_ms = Some(again.all_ms);
-            result.polls = again.polls;
-        }
-        results.push(result);
+/// size a second time with `b` polled (see the module docs); with `bird`, each size
+/// between two BIRDs too ([`super::bench_bird`]). A size one side cannot do is
+/// reported as such and the run goes on.
+pub fn run(sizes: &[usize], polled: bool, bird: bool) -> Result<TableReport, String> {
+    if sizes.contains(&0) {
+        return Err("a table of 0 routes measures nothing".into());
     }
-    Ok(TableReport { results })
+    let (mut bird_version, mut bird_skipped) = (None, None);
+    if bird {
+        match super::bench_bird::available() {
+            Ok(v) => bird_version = Some(v),
+            Err(why) => {
+                eprintln!(
+                    "BIRD 2 is not available ({why}): the BIRD side is skipped \
+                     (install the Debian package bird2; testbed/bench/table.sh does where apt is available)"
+                );
+                bird_skipped = Some(why);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let mut row = TableRow {
+            routes: n,
+            trellis: None,
+            trellis_error: None,
+            bird: None,
+            bird_error: None,
+        };
+        match fresh(n, false) {
+            Ok(mut result) => {
+                if polled {
+                    let again = fresh(n, true)?;
+                    result.polled_all_ms = Some(again.all_ms);
+                    result.polls = again.polls;
+                }
+                row.trellis = Some(result);
+            }
+            Err(e) => row.trellis_error = Some(e),
+        }
+        if bird_version.is_some() {
+            let dir =
+                std::env::temp_dir().join(format!("trellis-bench-bird-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            match super::bench_bird::run(n, &dir) {
+                Ok(b) => row.bird = Some(b),
+                Err(e) => row.bird_error = Some(e),
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        rows.push(row);
+    }
+    Ok(TableReport {
+        rows,
+        bird_version,
+        bird_skipped,
+    })
 }
 
 /// The report as a table.
@@ -216,20 +276,27 @@ pub fn summary(r: &TableReport) -> String {
         "full table a → b (one session, loopback, one bulk load at a)\n\
          routes     load (committed)  99 % at b   100 % at b   routes/s    RSS a / b           b bytes/route\n",
     );
-    for x in &r.results {
-        out.push_str(&format!(
-            "{:<10} {:>10} ms    {:>8} ms  {:>8} ms   {:>9}   {:>7.1} / {:>7.1} MiB   {:>6}\n",
-            x.routes,
-            x.load_ms,
-            x.p99_ms,
-            x.all_ms,
-            x.routes_per_s,
-            x.rss_a_kb as f64 / 1024.0,
-            x.rss_b_kb as f64 / 1024.0,
-            x.b_bytes_per_route
-        ));
+    for row in &r.rows {
+        match (&row.trellis, &row.trellis_error) {
+            (Some(x), _) => out.push_str(&format!(
+                "{:<10} {:>10} ms    {:>8} ms  {:>8} ms   {:>9}   {:>7.1} / {:>7.1} MiB   {:>6}\n",
+                x.routes,
+                x.load_ms,
+                x.p99_ms,
+                x.all_ms,
+                x.routes_per_s,
+                x.rss_a_kb as f64 / 1024.0,
+                x.rss_b_kb as f64 / 1024.0,
+                x.b_bytes_per_route
+            )),
+            (None, e) => out.push_str(&format!(
+                "{:<10} not measured: {}\n",
+                row.routes,
+                e.as_deref().unwrap_or("?")
+            )),
+        }
     }
-    for x in &r.results {
+    for x in r.rows.iter().filter_map(|row| row.trellis.as_ref()) {
         if let (Some(polled), Some(polls)) = (x.polled_all_ms, x.polls) {
             out.push_str(&format!(
                 "{:<10} polled 10×/s (status + routes list at b): 100 % at b in {polled} ms, \
@@ -238,6 +305,34 @@ pub fn summary(r: &TableReport) -> String {
                 (polled as f64 / x.all_ms.max(1) as f64 - 1.0) * 100.0
             ));
         }
+    }
+    if let Some(v) = &r.bird_version {
+        out.push_str(&format!(
+            "\nsame run, {v}: a → b over one eBGP session, unique attributes (a MED per route)\n\
+             routes                       99 % at b   100 % at b   routes/s    RSS a / b           b bytes/route\n"
+        ));
+        for row in &r.rows {
+            match (&row.bird, &row.bird_error) {
+                (Some(b), _) => out.push_str(&format!(
+                    "{:<10}                   {:>8} ms  {:>8} ms   {:>9}   {:>7.1} / {:>7.1} MiB   {:>6}\n",
+                    row.routes,
+                    b.p99_ms,
+                    b.all_ms,
+                    b.routes_per_s,
+                    b.rss_a_kb as f64 / 1024.0,
+                    b.rss_b_kb as f64 / 1024.0,
+                    b.b_bytes_per_route
+                )),
+                (None, e) => out.push_str(&format!(
+                    "{:<10} not measured: {}\n",
+                    row.routes,
+                    e.as_deref().unwrap_or("?")
+                )),
+            }
+        }
+    }
+    if let Some(why) = &r.bird_skipped {
+        out.push_str(&format!("\nBIRD skipped: {why}\n"));
     }
     out
 }

@@ -2,6 +2,7 @@
 //! fault scenarios and the demo (docs/testbed.md).
 
 pub mod bench;
+pub mod bench_bird;
 pub mod bench_idle;
 pub mod bench_latency;
 pub mod bench_table;
