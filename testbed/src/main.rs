@@ -128,6 +128,9 @@ enum Cmd {
         /// idle: seconds to watch the idle node.
         #[arg(long, default_value_t = 60)]
         secs: u64,
+        /// idle: the nodes' failure-detection ping interval, ms (default: the daemon's).
+        #[arg(long)]
+        detect_ms: Option<u64>,
         /// Bytes per bulk transfer (MiB).
         #[arg(long, default_value_t = 1024)]
         mib: u64,
@@ -525,6 +528,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
             hops,
             reps,
             secs,
+            detect_ms,
             mib,
             runs,
             rounds,
@@ -559,7 +563,7 @@ fn net(cmd: Cmd) -> Result<ExitCode> {
                 }
                 "idle" => {
                     let dir = scratch("idle");
-                    let report = bench_idle::run(secs, &dir);
+                    let report = bench_idle::run(secs, detect_ms, &dir);
                     let _ = std::fs::remove_dir_all(&dir);
                     let report = report.map_err(msg)?;
                     show(json, &report, bench_idle::summary(&report))?;

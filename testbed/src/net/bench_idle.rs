@@ -8,7 +8,8 @@
 //! its CPU time (user + system, from `/proc/PID/stat`), its context switches summed
 //! over its threads (each is a wakeup: keepalives, timers), and its resident memory at
 //! the end, with the part of it that is private to it. The peers' memory is reported
-//! beside it.
+//! beside it. `--detect-ms MS` sets every node's failure-detection ping interval
+//! (`[timers] detect_interval`, 200 ms by default): at rest, those pings are the work.
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,8 @@ pub struct IdleReport {
     pub peers_rss_kb: Vec<u64>,
     /// `c`'s threads.
     pub threads: usize,
+    /// The failure-detection ping interval the nodes ran with, ms (`None`: the default).
+    pub detect_interval_ms: Option<u64>,
 }
 
 /// User + system CPU ticks of a process.
@@ -104,14 +107,27 @@ fn switches(pid: u32) -> Option<(u64, usize)> {
 }
 
 /// Runs the idle benchmark in `dir`, watching for `secs` seconds.
-pub fn run(secs: u64, dir: &std::path::Path) -> Result<IdleReport, String> {
+pub fn run(secs: u64, detect_ms: Option<u64>, dir: &std::path::Path) -> Result<IdleReport, String> {
     let topo = crate::topology_file::parse(STAR)?;
     let net = NetOptions {
         direct: true,
         ..NetOptions::default()
     };
     let mut cluster = Cluster::create(dir, &topo, net, 1, false)?;
-    let outcome = watch(&mut cluster, secs);
+    if let Some(ms) = detect_ms {
+        // Default timers write no `[timers]` table, so one can be added.
+        for node in &cluster.state.nodes {
+            let path = node.dir.join("trellis.toml");
+            let mut text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            text.push_str(&format!("\n[timers]\ndetect_interval = \"{ms}ms\"\n"));
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let outcome = watch(&mut cluster, secs).map(|mut r| {
+        r.detect_interval_ms = detect_ms;
+        r
+    });
     cluster.stop_all(Duration::from_secs(10));
     outcome
 }
@@ -178,6 +194,7 @@ fn watch(cluster: &mut Cluster, secs: u64) -> Result<IdleReport, String> {
         private_kb: private_kb(pid).unwrap_or(0),
         peers_rss_kb: cluster.state.nodes[1..].iter().map(rss).collect(),
         threads,
+        detect_interval_ms: None,
     })
 }
 
@@ -189,11 +206,13 @@ pub fn summary(r: &IdleReport) -> String {
         .map(|k| format!("{:.1}", *k as f64 / 1024.0))
         .collect();
     format!(
-        "idle node c: 3 peers, {ROUTES} routes originated, watched {} s\n\
+        "idle node c: 3 peers, {ROUTES} routes originated, failure detection every {}, watched {} s\n\
          start → first session up   {:>6} ms (all 3: {} ms)\n\
          CPU                        {:>6.2} % of one core ({} ms)\n\
          wakeups (context switches) {:>6.1} /s over {} threads\n\
          RSS                        {:>6.1} MiB, {:.1} MiB of it private (peers' RSS: {} MiB)\n",
+        r.detect_interval_ms
+            .map_or("200 ms (default)".to_owned(), |ms| format!("{ms} ms")),
         r.watched_s,
         r.first_session_ms,
         r.all_sessions_ms,
