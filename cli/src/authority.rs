@@ -96,10 +96,8 @@ pub(crate) fn call<T: serde::de::DeserializeOwned>(
     request: &Request,
 ) -> Result<T, Failure> {
     if let Some(remote) = &ctx.remote {
-        let value = trellis_daemon::admin::remote_client::call(&remote.target()?, request)
-            .map_err(failure)?;
-        return serde_json::from_value(value)
-            .map_err(|e| Failure::new(6, format!("bad answer: {e}")));
+        return trellis_daemon::admin::remote_client::call_as(&remote.target()?, request)
+            .map_err(failure);
     }
     call_as(&ctx.socket()?, request).map_err(failure)
 }

@@ -255,7 +255,7 @@ async fn dispatch(
         Request::RoutesList => {
             // Copied a slice at a time and encoded off the runtime's workers: a large
             // table polled often must not hold up the routing loop (docs/performance.md).
-            let routes = view.routes_snapshot();
+            let routes = view.routes_listing();
             tokio::task::spawn_blocking(move || json(&routes))
                 .await
                 .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use trellis_routing::ServiceName;
 
-use super::view_route::BestRoute;
+use super::view_route::{BestRoute, Listed};
 use crate::admin::{NodeStatus, PeerInfo, RouteInfo};
 
-/// Routes copied per read lock by [`View::routes_snapshot`] (about a millisecond).
+/// Routes copied per read lock by [`View::routes_listing`] (well under a millisecond).
 pub const ROUTES_PER_LOCK: usize = 1024;
 
 /// Everything the admin API reads without asking the loop.
@@ -96,12 +96,13 @@ impl View {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A copy of every best route, taken [`ROUTES_PER_LOCK`] at a time so the routing
-    /// loop, which writes the view, never waits long behind a reader of a large table
-    /// (`trellis routes list` polled during a full-table load). Not one atomic picture:
-    /// routes that change while it is taken may show the older or the newer state, as
-    /// in any table walk that yields (BIRD's `show route` does the same).
-    pub fn routes_snapshot(&self) -> Vec<RouteInfo> {
+    /// Every best route, taken [`ROUTES_PER_LOCK`] at a time so the routing loop, which
+    /// writes the view, never waits long behind a reader of a large table (`trellis
+    /// routes list` polled during a full-table load). Under the lock only shared values
+    /// are cloned; the caller encodes them after (see [`Listed`]). Not one atomic
+    /// picture: routes that change while it is taken may show the older or the newer
+    /// state, as in any table walk that yields (BIRD's `show route` does the same).
+    pub fn routes_listing(&self) -> Vec<Listed> {
         let mut out = Vec::with_capacity(self.read().routes.len());
         let mut after: Option<ServiceName> = None;
         loop {
@@ -113,17 +114,23 @@ impl View {
                     std::ops::Bound::Unbounded,
                 )),
             };
-            let mut taken = 0;
-            let mut last = None;
-            for (service, route) in range.take(ROUTES_PER_LOCK) {
-                out.push(state.route_info(service, route));
-                last = Some(service);
-                taken += 1;
-            }
-            if taken < ROUTES_PER_LOCK {
+            let before = out.len();
+            out.extend(range.take(ROUTES_PER_LOCK).map(|(service, route)| Listed {
+                service: service.clone(),
+                route: route.clone(),
+                endpoint: if route.next_hop.is_none() {
+                    state
+                        .originated
+                        .get(service.as_str())
+                        .map(|(e, _)| e.clone())
+                } else {
+                    None
+                },
+            }));
+            if out.len() - before < ROUTES_PER_LOCK {
                 return out;
             }
-            after = last.cloned();
+            after = out.last().map(|l| l.service.clone());
         }
     }
 

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use trellis_routing::{Attrs, NodeId, PathHop, ServiceName};
 
 use crate::admin::RouteInfo;
@@ -66,6 +67,106 @@ impl BestRoute {
             },
             origin_check: origin_check(true, self.verified).into(),
             learned_from: self.attrs.learned_from.name().into(),
+        }
+    }
+}
+
+/// One route of a listing: the view's values, taken under the lock by `Arc` clones.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// The service.
+    pub service: ServiceName,
+    /// Its best route.
+    pub route: BestRoute,
+    /// The local endpoint, when this node originates it.
+    pub endpoint: Option<String>,
+}
+
+/// The JSON of a [`RouteInfo`], borrowed from a [`Listed`]: same fields, same order.
+#[derive(Serialize)]
+struct Record<'a> {
+    service: &'a str,
+    next_hop: Option<&'a str>,
+    path: Vec<&'a str>,
+    metric: u64,
+    origin: &'a str,
+    protocol: &'static str,
+    endpoint: Option<&'a str>,
+    origin_check: &'static str,
+    learned_from: &'static str,
+}
+
+impl Serialize for Listed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = &self.route;
+        Record {
+            service: self.service.as_str(),
+            next_hop: r.next_hop.as_ref().map(NodeId::as_str),
+            path: r
+                .attrs
+                .path
+                .iter()
+                .map(|h| match h {
+                    PathHop::Node(n) => n.as_str(),
+                    PathHop::Org(o) => o.as_str(),
+                })
+                .collect(),
+            metric: r.metric,
+            origin: r.attrs.origin.as_str(),
+            protocol: protocol_name(r.attrs.protocol),
+            endpoint: if r.next_hop.is_none() {
+                self.endpoint.as_deref()
+            } else {
+                None
+            },
+            origin_check: origin_check(true, r.verified),
+            learned_from: r.attrs.learned_from.name(),
+        }
+        .serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_routing::{ProtocolHint, Relationship};
+
+    fn listed(next_hop: Option<&str>, endpoint: Option<&str>) -> Listed {
+        let origin = NodeId::new("acme/b").expect("id");
+        let attrs = Attrs {
+            origin: origin.clone(),
+            origin_seq: 3,
+            path: vec![PathHop::Node(origin)],
+            metric: 10,
+            communities: Vec::new(),
+            protocol: ProtocolHint::Http,
+            learned_from: Relationship::Internal,
+        };
+        Listed {
+            service: ServiceName::new("books.acme").expect("name"),
+            route: BestRoute {
+                next_hop: next_hop.map(|n| NodeId::new(n).expect("id")),
+                attrs: Arc::new(attrs),
+                metric: 20,
+                verified: true,
+            },
+            endpoint: endpoint.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_listing_encodes_exactly_as_the_records() {
+        for (hop, endpoint) in [
+            (Some("acme/b"), Some("127.0.0.1:9")),
+            (None, Some("127.0.0.1:9")),
+            (None, None),
+        ] {
+            let l = listed(hop, endpoint);
+            let record = l.route.info(&l.service, l.endpoint.as_deref());
+            assert_eq!(
+                serde_json::to_string(&l).expect("listed"),
+                serde_json::to_string(&record).expect("record")
+            );
         }
     }
 }
